@@ -1,0 +1,1 @@
+"""The API side of the Keras Training Service: spec, storage and HTTP routes (no TensorFlow)."""

@@ -1,0 +1,67 @@
+"""Data-set routes: upload, get, list."""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+
+from service import datasets
+from service.api.deps import SessionDep, SettingsDep, StoreDep
+from service.errors import ErrorDetail, PayloadTooLarge, SpecInvalid
+from service.jobs import get_dataset, page
+from service.models import Dataset, new_id
+from service.schemas import DatasetRead, Page
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.post("", status_code=201, response_model=DatasetRead)
+def upload_dataset(
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description=".npz with X (or x) and y, or .csv")],
+    target: Annotated[str | None, Form(max_length=200, description="CSV label column")] = None,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    task: Annotated[Literal["classification", "regression"] | None, Form()] = None,
+) -> DatasetRead:
+    """Upload a data set (.npz or .csv)."""
+    data = file.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"Uploads are limited to {settings.max_upload_bytes} bytes.")
+    filename = (file.filename or "").lower()
+    if filename.endswith(".csv"):
+        if not target:
+            raise SpecInvalid([ErrorDetail(("target",), "Expected the label column's name.")])
+        arrays = datasets.parse_csv(data, target, task, settings.max_rows, settings.max_features)
+    elif filename.endswith(".npz") or data[:2] == b"PK":
+        arrays = datasets.parse_npz(data, settings.max_rows, settings.max_features,
+                                    settings.max_upload_bytes)
+        if task == "regression":
+            arrays = datasets.Arrays(arrays.X, arrays.y.astype("float32"))
+    else:
+        raise SpecInvalid([ErrorDetail(("file",), "Expected a .npz or .csv file.")])
+    meta = datasets.describe(arrays)
+    dataset_id = new_id()
+    key = f"datasets/{dataset_id}/data.npz"
+    store.put_bytes(key, datasets.to_npz_bytes(arrays))
+    row = Dataset(id=dataset_id, name=name or file.filename or dataset_id,
+                  n_samples=meta.n_samples, input_shape=list(meta.input_shape),
+                  n_classes=meta.n_classes, output_dim=meta.output_dim, task=meta.task,
+                  class_names=arrays.class_names, artifact_key=key)
+    session.add(row)
+    session.commit()
+    return DatasetRead.of(row)
+
+
+@router.get("/{dataset_id}", response_model=DatasetRead)
+def read_dataset(dataset_id: str, session: SessionDep) -> DatasetRead:
+    """One data set."""
+    return DatasetRead.of(get_dataset(session, dataset_id))
+
+
+@router.get("", response_model=Page)
+def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                  cursor: Annotated[str | None, Query(max_length=100)] = None) -> Page:
+    """Data sets, newest first."""
+    rows, next_cursor = page(session, Dataset, limit, cursor)
+    return Page(items=[DatasetRead.of(r) for r in rows], next_cursor=next_cursor)

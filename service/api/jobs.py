@@ -1,0 +1,125 @@
+"""Job routes: submit, validate, get, list, cancel and the Server-Sent Events stream."""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from service import jobs
+from service.api.deps import CeleryDep, SessionDep, SettingsDep
+from service.models import Job
+from service.queue import enqueue_training
+from service.schemas import JobRead, Page, ValidateResult
+from service.spec import TrainingSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@router.post("", status_code=202, response_model=JobRead)
+def submit_job(
+    spec: TrainingSpec,
+    session: SessionDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobRead:
+    """Queue a training job; the spec is checked against its data set first."""
+    plan, _ = jobs.plan_spec(session, spec, settings)
+    job, created = jobs.create_job(session, spec, plan, idempotency_key)
+    session.commit()
+    if created:
+        enqueue_training(celery, settings, job.id)
+    return JobRead.of(job)
+
+
+@router.post("/validate", response_model=ValidateResult)
+def validate_job(spec: TrainingSpec, session: SessionDep, settings: SettingsDep) -> ValidateResult:
+    """Check a spec without queueing it; answers the summary of the model it would build."""
+    plan, meta = jobs.plan_spec(session, spec, settings)
+    return ValidateResult(summary=plan.summary(), loss=plan.loss, metrics=plan.metrics,
+                          epochs=plan.epochs,
+                          dataset={"n_samples": meta.n_samples,
+                                   "input_shape": list(meta.input_shape), "task": meta.task,
+                                   "n_classes": meta.n_classes})
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def read_job(job_id: str, session: SessionDep) -> JobRead:
+    """One job."""
+    return JobRead.of(jobs.get_job(session, job_id))
+
+
+@router.get("", response_model=Page)
+def list_jobs(
+    session: SessionDep,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+) -> Page:
+    """Jobs, newest first, optionally of one status."""
+    filters = [Job.status == status] if status else []
+    rows, next_cursor = jobs.page(session, Job, limit, cursor, *filters)
+    return Page(items=[JobRead.of(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobRead)
+def cancel_job(job_id: str, session: SessionDep) -> JobRead:
+    """Cancel a queued job at once, or ask a running one to stop at its next batch."""
+    job = jobs.cancel_job(session, job_id)
+    session.commit()
+    return JobRead.of(job)
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def _epoch_metrics(history: dict[str, list[Any]], epoch: int) -> dict[str, Any]:
+    return {k: v[epoch] for k, v in history.items() if len(v) > epoch}
+
+
+@router.get("/{job_id}/events")
+async def job_events(job_id: str, request: Request) -> StreamingResponse:
+    """Server-Sent Events: one `progress` event per epoch, then one `done`."""
+    factory = request.app.state.session_factory
+
+    def load() -> Job:
+        with factory() as session:
+            return jobs.get_job(session, job_id)
+
+    first = await anyio.to_thread.run_sync(load)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[str]:
+        sent = 0
+        job = first
+        last_beat = time.monotonic()
+        while True:
+            epochs_done = len(job.history.get("loss", [])) if job.history else 0
+            while sent < epochs_done:
+                yield _sse("progress", {"job_id": job.id, "epoch": sent + 1,
+                                        "epochs": job.epochs, "status": job.status,
+                                        "metrics": _epoch_metrics(job.history, sent)})
+                sent += 1
+            if job.status in jobs.TERMINAL:
+                yield _sse("done", JobRead.of(job).model_dump(mode="json"))
+                return
+            if time.monotonic() - last_beat > 15:
+                last_beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(0.25)
+            if await request.is_disconnected():
+                return
+            job = await anyio.to_thread.run_sync(load)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+

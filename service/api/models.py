@@ -1,0 +1,69 @@
+"""Model routes: read, download and predict. Only predict loads Keras, lazily."""
+
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+
+from service import jobs
+from service.api.deps import SessionDep, SettingsDep, StoreDep
+from service.errors import ErrorDetail, SpecInvalid
+from service.schemas import ModelRead, PredictRequest
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("/{model_id}", response_model=ModelRead)
+def read_model(model_id: str, session: SessionDep) -> ModelRead:
+    """One trained model: summary, metrics, lineage."""
+    return ModelRead.of(jobs.get_model(session, model_id))
+
+
+@router.get("/{model_id}/artifact")
+def download_model(
+    model_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    format: Annotated[Literal["keras"], Query(description="Only keras on this server")] = "keras",
+) -> FileResponse:
+    """The model file (Keras's .keras zip)."""
+    row = jobs.get_model(session, model_id)
+    return FileResponse(store.path(row.artifact_key), media_type="application/zip",
+                        filename=f"{model_id}.keras")
+
+
+@router.post("/{model_id}/predict")
+async def predict(model_id: str, body: PredictRequest, request: Request,
+                  settings: SettingsDep) -> dict[str, Any]:
+    """Predictions, plain or with Monte-Carlo-Dropout uncertainty."""
+    factory = request.app.state.session_factory
+
+    def load_row() -> Any:
+        with factory() as session:
+            return jobs.get_model(session, model_id)
+
+    row = await anyio.to_thread.run_sync(load_row)
+    if body.mc_samples > settings.max_mc_samples:
+        raise SpecInvalid([ErrorDetail(("mc_samples",),
+                                       f"Expected at most {settings.max_mc_samples} samples.")])
+    if len(body.instances) > settings.max_instances:
+        raise SpecInvalid([ErrorDetail(("instances",),
+                                       f"Expected at most {settings.max_instances} instances.")])
+    outputs = row.n_classes or int(row.summary["layers"][-1]["output_shape"][-1] or 1)
+    if len(body.instances) * body.mc_samples * outputs > settings.max_mc_values:
+        raise SpecInvalid([ErrorDetail(("mc_samples",),
+                                       "Expected instances x mc_samples x outputs at most "
+                                       f"{settings.max_mc_values}.")])
+    if body.mc_samples > 0 and not row.has_dropout:
+        raise SpecInvalid([ErrorDetail(
+            ("mc_samples",), "This model has no dropout layers, so Monte-Carlo Dropout has "
+                             "nothing to sample: ask for mc_samples 0.")])
+
+    def run() -> list[Any]:
+        from service.predictions import predict_rows  # loads Keras on first use
+
+        return predict_rows(request.app.state, row, body.instances, body.mc_samples, body.seed)
+
+    predictions = await anyio.to_thread.run_sync(run)
+    return {"predictions": predictions, "mc_samples": body.mc_samples, "model_id": model_id}

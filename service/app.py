@@ -1,0 +1,29 @@
+"""The FastAPI application factory."""
+
+from fastapi import FastAPI
+
+from service.api import datasets, health, jobs, models
+from service.artifacts import ArtifactStore
+from service.db import make_engine, make_session_factory
+from service.errors import install_error_handlers
+from service.queue import make_celery
+from service.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Keras Training Service",
+        version="1.0.0",
+        description="Train Keras models from a validated JSON spec; predict with uncertainty.",
+    )
+    engine = make_engine(settings.resolved_database_url())
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.store = ArtifactStore(settings.resolved_artifact_dir())
+    app.state.celery = make_celery(settings)
+    install_error_handlers(app)
+    for module in (health, datasets, jobs, models):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,117 @@
+"""Typed domain errors and the one place that turns them into the error JSON of API.md."""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+@dataclass(frozen=True)
+class ErrorDetail:
+    loc: tuple[str | int, ...]
+    msg: str
+
+
+class ApiError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: list[ErrorDetail] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class SpecInvalid(ApiError):
+    status_code = 422
+    code = "validation_error"
+
+    def __init__(self, details: list[ErrorDetail], message: str | None = None) -> None:
+        super().__init__(message or (details[0].msg if details else "Invalid request."), details)
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unavailable(ApiError):
+    status_code = 503
+    code = "unavailable"
+
+
+def error_body(code: str, message: str, details: list[ErrorDetail] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    return {"error": {"code": code, "message": message,
+                      "details": [{"loc": list(d.loc), "msg": d.msg} for d in details]}}
+
+
+def _body_path(loc: tuple[Any, ...], body: Any, error_type: str) -> tuple[str | int, ...]:
+    """Map a pydantic loc onto the request body, dropping union tags and validator names."""
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    out: list[str | int] = []
+    cur = body
+    for i, part in enumerate(parts):
+        if isinstance(cur, dict) and part in cur:
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif i == len(parts) - 1 and error_type == "missing":
+            out.append(part)
+        elif cur is body and body is None and isinstance(part, str | int):
+            out.append(part)  # no parsed body (form fields, query): keep the path as given
+    return tuple(out)
+
+
+def details_from_pydantic(errors: list[Any], body: Any) -> list[ErrorDetail]:
+    details = []
+    for err in errors:
+        # pydantic messages name the expectation, never the input value
+        details.append(ErrorDetail(_body_path(tuple(err["loc"]), body, err["type"]), err["msg"]))
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(error_body("invalid_json", "The request body is not valid JSON."),
+                                400)
+        body = getattr(exc, "body", None)
+        if body is None and request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                body = None
+        if body is not None and not isinstance(body, dict):
+            return JSONResponse(error_body("invalid_body", "Expected a JSON object."), 422)
+        details = details_from_pydantic(errors, body)
+        message = details[0].msg if details else "Invalid request."
+        return JSONResponse(error_body("validation_error", message, details), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)

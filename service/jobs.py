@@ -1,0 +1,121 @@
+"""Job domain functions: they add and flush; the route commits, then enqueues."""
+
+import base64
+import hashlib
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import datasets
+from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
+from service.models import Dataset, Job, TrainedModel, utcnow
+from service.settings import Settings
+from service.spec import SPEC_VERSION, TrainingSpec
+from service.spec.plan import DatasetMeta, ModelPlan, plan_model
+from service.spec.training import BuiltinDataset
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def dataset_meta(session: Session, spec: TrainingSpec) -> tuple[DatasetMeta, dict[str, Any]]:
+    """The shapes a spec is checked against; an unknown dataset.id is a 422 at its loc."""
+    ref = spec.dataset
+    if isinstance(ref, BuiltinDataset):
+        meta = datasets.describe(datasets.load_builtin(ref.builtin))
+        return meta, {"builtin": ref.builtin}
+    row = session.scalar(select(Dataset).where(Dataset.id == ref.id))
+    if row is None:
+        raise SpecInvalid([ErrorDetail(("dataset", "id"), "No data set has this id.")])
+    meta = DatasetMeta(row.n_samples, tuple(row.input_shape), row.task, row.n_classes,
+                       row.output_dim)
+    return meta, {"id": row.id}
+
+
+def plan_spec(session: Session, spec: TrainingSpec, settings: Settings) -> tuple[ModelPlan, DatasetMeta]:
+    meta, _ = dataset_meta(session, spec)
+    plan = plan_model(spec, meta, max_units=settings.max_units, max_layers=settings.max_layers,
+                      max_epochs=settings.max_epochs)
+    return plan, meta
+
+
+def spec_hash(spec: TrainingSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+
+
+def create_job(session: Session, spec: TrainingSpec, plan: ModelPlan,
+               idempotency_key: str | None) -> tuple[Job, bool]:
+    """Add a queued job; with a known idempotency key, return the first job instead."""
+    digest = spec_hash(spec)
+    if idempotency_key is not None:
+        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            if existing.request_hash != digest:
+                raise Conflict("This Idempotency-Key was used with a different body.")
+            return existing, False
+    job = Job(name=spec.name or "job", status="queued", spec=spec.model_dump(mode="json"),
+              spec_version=SPEC_VERSION, idempotency_key=idempotency_key, request_hash=digest,
+              epochs=plan.epochs, history={}, metrics={}, attempts=0, epoch=0,
+              cancel_requested=False)
+    session.add(job)
+    session.flush()
+    return job, True
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    if job is None:
+        raise NotFound(f"No job has id {job_id[:64]}.")
+    return job
+
+
+def cancel_job(session: Session, job_id: str) -> Job:
+    job = get_job(session, job_id)
+    if job.status in TERMINAL:
+        raise Conflict(f"The job has already ended ({job.status}).")
+    if job.status == "queued":
+        job.status = "cancelled"
+        job.finished_at = utcnow()
+    job.cancel_requested = True
+    session.flush()
+    return job
+
+
+def get_model(session: Session, model_id: str) -> TrainedModel:
+    row = session.scalar(select(TrainedModel).where(TrainedModel.id == model_id))
+    if row is None:
+        raise NotFound(f"No model has id {model_id[:64]}.")
+    return row
+
+
+def get_dataset(session: Session, dataset_id: str) -> Dataset:
+    row = session.scalar(select(Dataset).where(Dataset.id == dataset_id))
+    if row is None:
+        raise NotFound(f"No data set has id {dataset_id[:64]}.")
+    return row
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise SpecInvalid([ErrorDetail(("cursor",), "Expected a cursor from a previous page.")]) \
+            from None
+
+
+def page(session: Session, model: Any, limit: int, cursor: str | None,
+         *filters: Any) -> tuple[list[Any], str | None]:
+    """Newest first, keyset-paginated on the row sequence."""
+    query = select(model).where(*filters).order_by(model.seq.desc()).limit(limit + 1)
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(model.seq < after)
+    rows = list(session.scalars(query))
+    next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
+    return rows[:limit], next_cursor

@@ -1,0 +1,94 @@
+"""ORM rows. API schemas live in service/schemas.py; these are only what is stored."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every database (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    n_samples: Mapped[int] = mapped_column(Integer)
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    n_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    output_dim: Mapped[int] = mapped_column(Integer, default=1)
+    task: Mapped[str] = mapped_column(String(20))
+    class_names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    artifact_key: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_version: Mapped[int] = mapped_column(Integer, default=1)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    epochs: Mapped[int] = mapped_column(Integer)
+    history: Mapped[dict[str, list[float | None]]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, float | None]] = mapped_column(JSON, default=dict)
+    error: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TrainedModel(Base):
+    __tablename__ = "models"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
+    job_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
+    )
+    base_model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    backend: Mapped[str] = mapped_column(String(20))
+    task: Mapped[str] = mapped_column(String(20))
+    n_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    has_dropout: Mapped[bool] = mapped_column(Boolean, default=False)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, float | None]] = mapped_column(JSON, default=dict)
+    uncertainty: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    pruning: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    artifact_key: Mapped[str] = mapped_column(String(300))
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,60 @@
+"""The prediction path of the API process: the one place that loads Keras, on first use."""
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from service.errors import ErrorDetail, SpecInvalid
+from service.models import TrainedModel
+
+_lock = threading.Lock()
+
+
+def _cache(state: Any) -> "OrderedDict[str, Any]":
+    if not hasattr(state, "predictors"):
+        state.predictors = OrderedDict()
+    return state.predictors  # type: ignore[no-any-return]
+
+
+def get_predictor(state: Any, row: TrainedModel) -> Any:
+    """A loaded model with its compiled plain and MC functions, kept in a bounded LRU cache."""
+    from worker.predict import Predictor  # imports Keras (TensorFlow) lazily
+
+    cache = _cache(state)
+    with _lock:
+        predictor = cache.get(row.id)
+        if predictor is not None:
+            cache.move_to_end(row.id)
+            return predictor
+    predictor = Predictor.load(state.store.path(row.artifact_key), row.task)
+    with _lock:
+        cache[row.id] = predictor
+        while len(cache) > state.settings.model_cache_size:
+            cache.popitem(last=False)
+    return predictor
+
+
+def to_array(instances: list[Any], input_shape: list[int]) -> np.ndarray:
+    try:
+        X = np.asarray(instances, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise SpecInvalid([ErrorDetail(("instances",), "Expected rows of numbers of equal "
+                                                       "shape.")]) from None
+    if X.shape[1:] != tuple(input_shape):
+        raise SpecInvalid([ErrorDetail(
+            ("instances",), f"Expected rows of shape {list(input_shape)}. "
+                            f"Received: rows of shape {list(X.shape[1:])}")])
+    if not np.isfinite(X).all():
+        raise SpecInvalid([ErrorDetail(("instances",), "Expected finite numbers.")])
+    return X
+
+
+def predict_rows(state: Any, row: TrainedModel, instances: list[Any], mc_samples: int,
+                 seed: int | None) -> list[Any]:
+    X = to_array(instances, row.input_shape)
+    predictor = get_predictor(state, row)
+    if mc_samples == 0:
+        return predictor.predict(X).tolist()  # type: ignore[no-any-return]
+    return predictor.predict_mc(X, mc_samples, seed)  # type: ignore[no-any-return]

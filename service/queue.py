@@ -1,0 +1,55 @@
+"""The Celery configuration shared by the API (which only sends) and the workers.
+
+The API sends tasks by name, so it never imports the worker package or TensorFlow.
+"""
+
+import logging
+
+from celery import Celery
+
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TRAIN_TASK = "kts.train"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("kts", broker=settings.resolved_broker_url())
+    transport_options: dict[str, object] = {}
+    if settings.is_embedded_broker():
+        folder = settings.broker_folder()
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport_options = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": settings.broker_polling_interval,
+        }
+    app.conf.update(
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.queue,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def enqueue_training(app: Celery, settings: Settings, job_id: str) -> bool:
+    """Send the train task for a committed job; False when the broker cannot be reached."""
+    try:
+        app.send_task(TRAIN_TASK, args=[job_id], queue=settings.queue, retry=True,
+                      retry_policy={"max_retries": 2, "interval_start": 0.2})
+        return True
+    except Exception:  # the job stays queued in the database
+        log.exception("could not enqueue job %s", job_id)
+        return False

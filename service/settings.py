@@ -1,0 +1,59 @@
+"""All settings in one place; every field has an embedded-mode default and a KTS_ variable."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KTS_", extra="ignore")
+
+    data_dir: Path = Field(Path("kts-data"), description="Root folder of the embedded mode.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file under data_dir."
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker URL; default: a file-system broker under data_dir."
+    )
+    artifact_dir: Path | None = Field(None, description="Artifact folder; default data_dir/artifacts.")
+    queue: str = Field("kts", description="Celery queue that training tasks go to.")
+    broker_polling_interval: float = Field(
+        0.1, description="Seconds between polls of the server-less broker (embedded mode)."
+    )
+
+    max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted upload.")
+    max_rows: int = Field(5_000_000, description="Most rows a data set may have.")
+    max_features: int = Field(1_000_000, description="Most input values per row.")
+    max_layers: int = Field(200, description="Most layers in a spec.")
+    max_units: int = Field(65_536, description="Most units in one dense layer.")
+    max_epochs: int = Field(10_000, description="Most epochs a job may ask for.")
+    max_instances: int = Field(10_000, description="Most instances in one predict call.")
+    max_mc_samples: int = Field(10_000, description="Most Monte-Carlo samples per predict call.")
+    max_mc_values: int = Field(
+        50_000_000, description="Most instances x samples x outputs computed per predict call."
+    )
+    model_cache_size: int = Field(8, description="Loaded models kept in memory per API process.")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'kts.sqlite').resolve()}"
+
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

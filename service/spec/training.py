@@ -1,0 +1,132 @@
+"""The top-level training spec (request body of POST /v1/jobs)."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, field_validator
+
+from service.spec.common import (
+    ActivationName,
+    FiniteFloat,
+    Initializer,
+    MaxNorm,
+    Regularizer,
+    Strict,
+)
+from service.spec.layers import LayerSpec
+from service.spec.optimizers import Nadam, OptimizerSpec
+from service.spec.schedules import ScheduleSpec
+
+SPEC_VERSION = 1
+
+BUILTIN_DATASETS = ("digits", "iris", "breast_cancer", "wine")
+
+LossName = Literal[
+    "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+    "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber",
+]
+MetricName = Literal["accuracy", "mae", "mse", "rmse", "auc"]
+
+
+class BuiltinDataset(Strict):
+    builtin: Literal["digits", "iris", "breast_cancer", "wine"] = Field(
+        description="A data set shipped with scikit-learn, served as it returns it."
+    )
+
+
+class DatasetRef(Strict):
+    id: str = Field(min_length=1, max_length=64, description="Id of an uploaded data set.")
+
+
+def _dataset_kind(value: Any) -> str:
+    if isinstance(value, dict) and "builtin" in value:
+        return "builtin"
+    if isinstance(value, BuiltinDataset):
+        return "builtin"
+    return "id"
+
+
+DatasetSpec = Annotated[
+    Annotated[BuiltinDataset, Tag("builtin")] | Annotated[DatasetRef, Tag("id")],
+    Discriminator(_dataset_kind),
+]
+
+
+class LayerDefaults(Strict):
+    activation: ActivationName | None = Field(None, description="Default dense activation.")
+    kernel_initializer: Initializer | None = Field(None, description="Default dense initializer.")
+    kernel_regularizer: Regularizer | None = Field(None, description="Default regularizer.")
+    kernel_constraint: MaxNorm | None = Field(None, description="Default kernel constraint.")
+
+
+def _refuse_until_supported(value: Any) -> Any:
+    if value is not None:
+        raise ValueError("Expected null: this server does not support this field yet.")
+    return value
+
+
+class ModelSpec(Strict):
+    preset: Literal["default", "self_normalizing"] | None = Field(
+        None, description="A preset configuration (not supported by this server yet)."
+    )
+    defaults: LayerDefaults = Field(
+        default_factory=LayerDefaults, description="Applied to every dense layer unless it says."
+    )
+    normalize_inputs: bool = Field(
+        True, description="Start the model with a Normalization layer adapted on training rows."
+    )
+    layers: list[LayerSpec] = Field(min_length=1, description="The layers, input to output.")
+
+    _no_preset = field_validator("preset", mode="before")(_refuse_until_supported)
+
+
+class EarlyStopping(Strict):
+    monitor: str = Field(
+        "val_loss",
+        pattern=r"^(val_)?[a-z_]{1,40}$",
+        description="Quantity watched; val_ forms fall back to the training one without "
+        "validation data.",
+    )
+    patience: int = Field(5, ge=0, le=10_000, description="Epochs without improvement to wait.")
+    min_delta: FiniteFloat = Field(0.0, ge=0, description="Smallest change that counts.")
+    restore_best_weights: bool = Field(True, description="Keep the best epoch's weights.")
+
+
+class TrainingSpec(Strict):
+    name: str | None = Field(None, max_length=200, description="Free-form job name.")
+    dataset: DatasetSpec = Field(description='{"builtin": NAME} or {"id": DATASET_ID}.')
+    validation_split: FiniteFloat = Field(
+        0.1, ge=0, lt=1, description="Fraction of rows held out for validation."
+    )
+    model: ModelSpec = Field(description="The architecture.")
+    base_model: dict[str, Any] | None = Field(
+        None, description="Transfer learning (not supported by this server yet)."
+    )
+    optimizer: OptimizerSpec = Field(
+        default_factory=lambda: Nadam(type="nadam"), description="The optimizer."
+    )
+    lr_schedule: ScheduleSpec | None = Field(None, description="Learning-rate schedule.")
+    loss: LossName | None = Field(
+        None, description="Loss; default inferred from the data set and the output layer."
+    )
+    metrics: list[MetricName] | None = Field(
+        None, max_length=10, description="Default: accuracy (classification) or mae (regression)."
+    )
+    epochs: int = Field(10, ge=1, description="Number of epochs.")
+    batch_size: int = Field(32, ge=1, le=65_536, description="Rows per optimizer step.")
+    early_stopping: EarlyStopping | None = Field(None, description="Stop when progress stalls.")
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="Seed for weights, split and shuffling."
+    )
+    max_runtime_seconds: int | None = Field(
+        None, ge=1, le=30 * 24 * 3600, description="Wall-clock limit of the job."
+    )
+    phases: list[dict[str, Any]] | None = Field(
+        None, description="Training phases (not supported by this server yet)."
+    )
+    pruning: dict[str, Any] | None = Field(
+        None, description="Magnitude pruning (not supported by this server yet)."
+    )
+
+    _not_yet = field_validator("base_model", "phases", "pruning", mode="before")(
+        _refuse_until_supported
+    )

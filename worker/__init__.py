@@ -1,0 +1,1 @@
+"""The worker side: Celery app, model building, training and Keras-based prediction."""

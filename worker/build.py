@@ -1,0 +1,60 @@
+"""Spec -> compiled Keras model, through the layer registry."""
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from service.spec import TrainingSpec
+from service.spec.plan import ModelPlan
+from worker.layers import LAYER_BUILDERS
+from worker.optimizers import build_optimizer
+
+LOSSES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+
+
+def adapted_normalization(X_train: np.ndarray) -> keras.layers.Normalization:
+    """Per-feature standardisation fitted on the training rows.
+
+    Constant features get variance 1 rather than 0: Keras would divide by 1e-7 and blow up
+    any unseen non-zero value (digits has always-blank pixels).
+    """
+    axis = tuple(range(1, X_train.ndim))
+    layer = keras.layers.Normalization(axis=axis if len(axis) > 1 else -1, name="normalization")
+    layer.adapt(X_train)
+    variance = keras.ops.convert_to_numpy(layer.adapt_variance)
+    layer.adapt_variance.assign(np.where(variance > 1e-12, variance, 1.0))
+    layer.finalize_state()
+    return layer
+
+
+def build_model(plan: ModelPlan, input_shape: tuple[int, ...],
+                X_train: np.ndarray | None) -> keras.Sequential:
+    """The Sequential model of the plan; the Normalization layer is adapted on X_train."""
+    layers: list[Any] = [keras.Input(shape=input_shape, name="input")]
+    for layer in plan.layers:
+        if layer.type == "normalization":
+            if X_train is None:
+                raise ValueError("normalize_inputs needs the training rows")
+            layers.append(adapted_normalization(X_train))
+        else:
+            layers.append(LAYER_BUILDERS[layer.type](layer.config, layer.name))
+    return keras.Sequential(layers, name="model")
+
+
+def metric_objects(names: list[str]) -> list[Any]:
+    out: list[Any] = []
+    for name in names:
+        if name == "rmse":
+            out.append(keras.metrics.RootMeanSquaredError(name="rmse"))
+        elif name == "auc":
+            out.append(keras.metrics.AUC(name="auc"))
+        else:
+            out.append(name)
+    return out
+
+
+def compile_model(model: keras.Model, spec: TrainingSpec, plan: ModelPlan,
+                  total_steps: int) -> None:
+    model.compile(optimizer=build_optimizer(spec, total_steps),
+                  loss=LOSSES.get(plan.loss, plan.loss), metrics=metric_objects(plan.metrics))

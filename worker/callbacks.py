@@ -1,0 +1,70 @@
+"""Keras callbacks the service adds to `fit`: progress, cancellation, limits, divergence."""
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+
+def _float(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+class StopSignal:
+    """Why training should stop early; set from a watcher thread, read at each batch end."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.event.set()
+
+
+class StopAtBatchEnd(keras.callbacks.Callback):
+    """Stops `fit` at the next batch end once the signal is set or the deadline passes."""
+
+    def __init__(self, signal: StopSignal, deadline: float | None) -> None:
+        super().__init__()
+        self.signal = signal
+        self.deadline = deadline
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.signal.set("timeout")
+        if self.signal.event.is_set():
+            self.model.stop_training = True
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Appends each epoch's logs and learning rate to the history and reports it.
+
+    It runs before ReduceLROnPlateau, so the rate recorded is the one the epoch ended with.
+    A NaN or infinite loss stops training and is reported as divergence.
+    """
+
+    def __init__(self, history: dict[str, list[float | None]], signal: StopSignal,
+                 report: Callable[[int, dict[str, list[float | None]]], None]) -> None:
+        super().__init__()
+        self.history = history
+        self.signal = signal
+        self.report = report
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        logs = dict(logs or {})
+        logs.pop("learning_rate", None)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(_float(value))
+        lr = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        self.history.setdefault("learning_rate", []).append(_float(lr))
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.signal.set("diverged")
+            self.model.stop_training = True
+        self.report(epoch + 1, self.history)

@@ -1,0 +1,31 @@
+"""What a worker process holds: settings, database engine and artifact store, made per process."""
+
+import os
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.artifacts import ArtifactStore
+from service.db import make_engine, make_session_factory
+from service.settings import Settings, get_settings
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    store: ArtifactStore
+
+
+_contexts: dict[int, WorkerContext] = {}
+
+
+def worker_context() -> WorkerContext:
+    """One context per process: engines must not cross a fork."""
+    pid = os.getpid()
+    if pid not in _contexts:
+        settings = get_settings()
+        engine = make_engine(settings.resolved_database_url())
+        _contexts[pid] = WorkerContext(settings, make_session_factory(engine),
+                                       ArtifactStore(settings.resolved_artifact_dir()))
+    return _contexts[pid]

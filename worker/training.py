@@ -1,0 +1,223 @@
+"""One training job, start to end: re-read the job, build, fit with callbacks, store the model.
+
+A job's failure is always stored with a clear error; no path leaves it `running`.
+"""
+
+import logging
+import math
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from sqlalchemy import select, update
+
+from service import datasets
+from service.errors import ApiError
+from service.jobs import TERMINAL
+from service.models import Job, TrainedModel, new_id, utcnow
+from service.spec import TrainingSpec
+from service.spec.plan import plan_model
+from service.spec.training import BuiltinDataset
+from worker.build import build_model, compile_model
+from worker.callbacks import EpochRecorder, StopAtBatchEnd, StopSignal
+from worker.context import WorkerContext
+from worker.optimizers import performance_callback
+from worker.summary import has_dropout, model_summary
+
+log = logging.getLogger(__name__)
+
+DIVERGED_HINT = (
+    "The loss became NaN or infinite: training diverged. Usual cures: a lower learning rate, "
+    "gradient clipping (optimizer.clipnorm or clipvalue), batch normalisation, or another "
+    "initialiser (he_normal with ReLU/ELU, lecun_normal with SELU)."
+)
+CANCEL_POLL_SECONDS = 0.5
+
+
+class JobFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _claim(ctx: WorkerContext, job_id: str) -> dict[str, Any] | None:
+    """Mark the job running; None when it is unknown, ended or cancelled (redelivery is harmless)."""
+    with ctx.session_factory() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+        if job is None or job.status in TERMINAL:
+            return None
+        if job.cancel_requested:
+            job.status, job.finished_at = "cancelled", utcnow()
+            session.commit()
+            return None
+        job.status, job.started_at = "running", utcnow()
+        job.attempts += 1
+        job.epoch, job.history, job.error = 0, {}, None
+        session.commit()
+        return dict(job.spec)
+
+
+def _finish(ctx: WorkerContext, job_id: str, **values: Any) -> None:
+    with ctx.session_factory() as session:
+        session.execute(update(Job).where(Job.id == job_id)
+                        .values(finished_at=utcnow(), **values))
+        session.commit()
+
+
+def run_job(ctx: WorkerContext, job_id: str) -> str:
+    """Train one job; returns its final status (or 'skipped')."""
+    spec_data = _claim(ctx, job_id)
+    if spec_data is None:
+        return "skipped"
+    try:
+        return _train(ctx, job_id, TrainingSpec.model_validate(spec_data))
+    except JobFailed as exc:
+        _finish(ctx, job_id, status="failed", error={"code": exc.code, "message": exc.message})
+        return "failed"
+    except ApiError as exc:  # the data set changed under a queued job, or a limit was hit
+        _finish(ctx, job_id, status="failed",
+                error={"code": exc.code, "message": exc.message[:1000]})
+        return "failed"
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        _finish(ctx, job_id, status="failed",
+                error={"code": "training_error",
+                       "message": f"{type(exc).__name__}: {str(exc)[:1000]}"})
+        return "failed"
+
+
+def load_arrays(ctx: WorkerContext, spec: TrainingSpec) -> datasets.Arrays:
+    if isinstance(spec.dataset, BuiltinDataset):
+        return datasets.load_builtin(spec.dataset.builtin)
+    from service.jobs import get_dataset
+
+    with ctx.session_factory() as session:
+        key = get_dataset(session, spec.dataset.id).artifact_key
+    return datasets.from_npz_bytes(ctx.store.read_bytes(key))
+
+
+def split(n: int, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled train/validation indices (Keras's validation_split takes the last rows)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(n * fraction)
+    return order[n_val:], order[:n_val]
+
+
+def _targets(y: np.ndarray, loss: str, n_classes: int | None) -> np.ndarray:
+    if loss == "categorical_crossentropy":
+        return keras.utils.to_categorical(y, n_classes)
+    if loss == "binary_crossentropy":
+        return y.astype(np.float32)
+    return y
+
+
+def _watch_cancel(ctx: WorkerContext, job_id: str, signal: StopSignal,
+                  done: threading.Event) -> None:
+    while not done.wait(CANCEL_POLL_SECONDS):
+        try:
+            with ctx.session_factory() as session:
+                if session.scalar(select(Job.cancel_requested).where(Job.id == job_id)):
+                    signal.set("cancelled")
+                    return
+        except Exception:  # a database hiccup must not kill training
+            log.warning("cancel watcher could not read job %s", job_id, exc_info=True)
+
+
+def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
+    started = time.monotonic()
+    arrays = load_arrays(ctx, spec)
+    meta = datasets.describe(arrays)
+    s = ctx.settings
+    plan = plan_model(spec, meta, max_units=s.max_units, max_layers=s.max_layers,
+                      max_epochs=s.max_epochs)
+    if spec.seed is not None:
+        keras.utils.set_random_seed(spec.seed)
+    train_idx, val_idx = split(meta.n_samples, spec.validation_split, spec.seed)
+    X_train, X_val = arrays.X[train_idx], arrays.X[val_idx]
+    y_all = _targets(arrays.y, plan.loss, meta.n_classes)
+    y_train, y_val = y_all[train_idx], y_all[val_idx]
+    has_val = len(val_idx) > 0
+
+    model = build_model(plan, meta.input_shape, X_train if spec.model.normalize_inputs else None)
+    steps = math.ceil(len(X_train) / spec.batch_size)
+    compile_model(model, spec, plan, steps * plan.epochs)
+
+    signal = StopSignal()
+    history: dict[str, list[float | None]] = {}
+
+    def report(epoch: int, hist: dict[str, list[float | None]]) -> None:
+        with ctx.session_factory() as session:
+            session.execute(update(Job).where(Job.id == job_id)
+                            .values(epoch=epoch, history={k: list(v) for k, v in hist.items()}))
+            session.commit()
+
+    deadline = started + spec.max_runtime_seconds if spec.max_runtime_seconds else None
+    callbacks: list[keras.callbacks.Callback] = [
+        EpochRecorder(history, signal, report), StopAtBatchEnd(signal, deadline)]
+    perf = performance_callback(spec, has_val)
+    if perf is not None:
+        callbacks.append(perf)
+    if spec.early_stopping is not None:
+        es = spec.early_stopping
+        monitor = es.monitor if has_val else es.monitor.removeprefix("val_")
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=es.patience, min_delta=es.min_delta,
+            restore_best_weights=es.restore_best_weights,
+            mode="max" if monitor.removeprefix("val_") in ("accuracy", "auc") else "min"))
+
+    done = threading.Event()
+    watcher = threading.Thread(target=_watch_cancel, args=(ctx, job_id, signal, done),
+                               daemon=True)
+    watcher.start()
+    try:
+        model.fit(X_train, y_train, validation_data=(X_val, y_val) if has_val else None,
+                  epochs=plan.epochs, batch_size=spec.batch_size, shuffle=True, verbose=0,
+                  callbacks=callbacks)
+    finally:
+        done.set()
+        watcher.join()
+
+    if signal.reason == "cancelled":
+        _finish(ctx, job_id, status="cancelled")
+        return "cancelled"
+    if signal.reason == "diverged":
+        raise JobFailed("diverged", DIVERGED_HINT)
+    if signal.reason == "timeout":
+        raise JobFailed("timeout", f"The job ran past max_runtime_seconds "
+                                   f"({spec.max_runtime_seconds} s) and was stopped.")
+
+    eval_batch = max(spec.batch_size, 1024)
+    metrics = {k: _finite(v) for k, v in model.evaluate(
+        X_train, y_train, batch_size=eval_batch, verbose=0, return_dict=True).items()}
+    if has_val:
+        metrics.update({f"val_{k}": _finite(v) for k, v in model.evaluate(
+            X_val, y_val, batch_size=eval_batch, verbose=0, return_dict=True).items()})
+    if metrics.get("loss") is None:
+        raise JobFailed("diverged", DIVERGED_HINT)
+
+    model_id = new_id()
+    key = f"models/{model_id}/model.keras"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        ctx.store.put_file(key, path)
+    with ctx.session_factory() as session:
+        session.add(TrainedModel(
+            id=model_id, job_id=job_id, backend=keras.backend.backend(), task=meta.task,
+            n_classes=meta.n_classes, input_shape=list(meta.input_shape),
+            has_dropout=has_dropout(model), summary=model_summary(model), metrics=metrics,
+            artifact_key=key))
+        session.execute(update(Job).where(Job.id == job_id).values(
+            status="succeeded", finished_at=utcnow(), model_id=model_id, metrics=metrics))
+        session.commit()
+    return "succeeded"
+
+
+def _finite(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
