@@ -22,9 +22,10 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
-    from service.db import upgrade_database
+    if settings.database_url is None:  # embedded: SQLite migrates itself; production has `kts migrate`
+        from service.db import upgrade_database
 
-    upgrade_database(settings.resolved_database_url())
+        upgrade_database(settings.resolved_database_url())
     worker = None
     if settings.is_embedded_broker():
         # No broker server: a solo-pool worker in a child process shares the data folder.

@@ -55,6 +55,9 @@ def upgrade_database(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
+    if not (ALEMBIC_DIR / "versions").is_dir():
+        raise RuntimeError(f"No migrations at {ALEMBIC_DIR}: install the project with pip -e.")
+
     cfg = Config()
     cfg.set_main_option("script_location", str(ALEMBIC_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

@@ -1,0 +1,81 @@
+"""Data-set uploads: .npz and .csv, refused garbage, listing and pagination."""
+
+import io
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+
+def npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_upload_npz_and_read_back(client: TestClient) -> None:
+    data = npz(x=np.random.rand(40, 5).astype("float32"), y=np.arange(40) % 4)
+    r = client.post("/v1/datasets", files={"file": ("a.npz", data)}, data={"name": "four"})
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert (ds["name"], ds["n_samples"], ds["input_shape"], ds["n_classes"], ds["task"]) == (
+        "four", 40, [5], 4, "classification")
+    assert client.get(f"/v1/datasets/{ds['id']}").json() == ds
+
+
+def test_upload_csv_with_string_labels(client: TestClient) -> None:
+    text = "f1,f2,species\n1,2,cat\n3,4,dog\n5,6,cat\n7,8,bird\n"
+    r = client.post("/v1/datasets", files={"file": ("a.csv", text.encode())},
+                    data={"target": "species"})
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert ds["n_classes"] == 3 and ds["class_names"] == ["bird", "cat", "dog"]
+    assert ds["input_shape"] == [2]
+
+
+def test_bad_uploads_are_422(client: TestClient) -> None:
+    nan = np.ones((10, 2), dtype="float32")
+    nan[3, 1] = np.nan
+    cases = [
+        (("a.npz", npz(X=nan, y=np.zeros(10, dtype=int))), {}, ["file"]),
+        (("a.npz", npz(X=np.ones((10, 2)), y=np.zeros(9, dtype=int))), {}, ["file"]),
+        (("a.npz", npz(A=np.ones((10, 2)))), {}, ["file"]),
+        (("a.npz", b"PK-not-a-zip"), {}, ["file"]),
+        (("a.npz", npz(X=np.array([object()] * 10, dtype=object), y=np.zeros(10))), {},
+         ["file"]),
+        (("a.csv", b"a,b\n1,2\n"), {"target": "c"}, ["target"]),
+        (("a.csv", b"a,b\n1,x\n2,3\n"), {"target": "a"}, ["file"]),
+        (("a.csv", b"a,b\n1,2\n"), {}, ["target"]),
+        (("a.txt", b"hello"), {}, ["file"]),
+    ]
+    for file, form, loc in cases:
+        r = client.post("/v1/datasets", files={"file": file}, data=form)
+        assert r.status_code == 422, (file[0], r.text)
+        assert r.json()["error"]["details"][0]["loc"] == loc
+    assert client.get("/v1/datasets").json()["items"] == []
+
+
+def test_upload_limit_is_413(tmp_path: object) -> None:
+    from service.app import create_app
+    from service.db import upgrade_database
+    from service.settings import Settings
+
+    s = Settings(data_dir=tmp_path, max_upload_bytes=1000)  # type: ignore[arg-type]
+    upgrade_database(s.resolved_database_url())
+    with TestClient(create_app(s)) as c:
+        big = npz(X=np.ones((100, 10)), y=np.zeros(100, dtype=int))
+        assert c.post("/v1/datasets", files={"file": ("a.npz", big)}).status_code == 413
+
+
+def test_list_is_newest_first_and_paginated(client: TestClient) -> None:
+    ids = []
+    for i in range(5):
+        data = npz(X=np.ones((3, 2)) * i, y=np.array([0, 1, 0]))
+        ids.append(client.post("/v1/datasets", files={"file": ("a.npz", data)}).json()["id"])
+    page1 = client.get("/v1/datasets", params={"limit": 2}).json()
+    page2 = client.get("/v1/datasets", params={"limit": 2, "cursor": page1["next_cursor"]}).json()
+    page3 = client.get("/v1/datasets", params={"limit": 2, "cursor": page2["next_cursor"]}).json()
+    seen = [d["id"] for p in (page1, page2, page3) for d in p["items"]]
+    assert seen == ids[::-1]
+    assert page3["next_cursor"] is None
+    assert client.get("/v1/datasets", params={"cursor": "%%%"}).status_code == 422
+    assert client.get("/v1/datasets/unknown").status_code == 404
