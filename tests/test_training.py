@@ -121,7 +121,10 @@ def test_early_stopping_stops_and_restores(client: TestClient, ctx: WorkerContex
                                                                   "min_delta": 0.5}))
     assert run_job(ctx, job_id) == "succeeded"
     job = client.get(f"/v1/jobs/{job_id}").json()
-    assert len(job["history"]["loss"]) < 200
+    val = job["history"]["val_loss"]
+    assert len(val) < 200
+    # patience 1: the best epoch is the one before the last, and its weights were restored
+    assert job["metrics"]["val_loss"] == val[-2] != val[-1]
 
 
 @pytest.mark.parametrize(("schedule", "expected"), [

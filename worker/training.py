@@ -162,13 +162,15 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     perf = performance_callback(spec, has_val)
     if perf is not None:
         callbacks.append(perf)
+    early_stopping = None
     if spec.early_stopping is not None:
         es = spec.early_stopping
         monitor = es.monitor if has_val else es.monitor.removeprefix("val_")
-        callbacks.append(keras.callbacks.EarlyStopping(
+        early_stopping = keras.callbacks.EarlyStopping(
             monitor=monitor, patience=es.patience, min_delta=es.min_delta,
             restore_best_weights=es.restore_best_weights,
-            mode="max" if monitor.removeprefix("val_") in ("accuracy", "auc") else "min"))
+            mode="max" if monitor.removeprefix("val_") in ("accuracy", "auc") else "min")
+        callbacks.append(early_stopping)
 
     done = threading.Event()
     watcher = threading.Thread(target=_watch_cancel, args=(ctx, job_id, signal, done),
@@ -191,12 +193,7 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
         raise JobFailed("timeout", f"The job ran past max_runtime_seconds "
                                    f"({spec.max_runtime_seconds} s) and was stopped.")
 
-    eval_batch = max(spec.batch_size, 1024)
-    metrics = {k: _finite(v) for k, v in model.evaluate(
-        X_train, y_train, batch_size=eval_batch, verbose=0, return_dict=True).items()}
-    if has_val:
-        metrics.update({f"val_{k}": _finite(v) for k, v in model.evaluate(
-            X_val, y_val, batch_size=eval_batch, verbose=0, return_dict=True).items()})
+    metrics = final_metrics(history, early_stopping)
     if metrics.get("loss") is None:
         raise JobFailed("diverged", DIVERGED_HINT)
 
@@ -218,6 +215,14 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     return "succeeded"
 
 
-def _finite(value: Any) -> float | None:
-    number = float(value)
-    return number if math.isfinite(number) else None
+def final_metrics(history: dict[str, list[float | None]],
+                  early_stopping: keras.callbacks.EarlyStopping | None) -> dict[str, float | None]:
+    """The logs of the epoch whose weights are stored: the last, or the best one restored.
+
+    Reusing the epoch logs costs nothing; a fresh evaluation would add a pass over the data.
+    """
+    epoch = -1
+    if (early_stopping is not None and early_stopping.restore_best_weights
+            and early_stopping.best_weights is not None):
+        epoch = early_stopping.best_epoch
+    return {k: v[epoch] for k, v in history.items() if k != "learning_rate" and v}
