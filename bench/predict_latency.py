@@ -72,8 +72,12 @@ def main() -> None:
     results = {}
     with running_service(args.url) as base:
         ds = httpx.post(f"{base}/v1/datasets", files={"file": ("f.npz", buf.getvalue())}).json()
-        spec = {"dataset": {"id": ds["id"]}, "epochs": 2, "seed": 1,
-                "model": {"layers": SPEC_LAYERS}}
+        spec = {
+            "dataset": {"id": ds["id"]},
+            "epochs": 2,
+            "seed": 1,
+            "model": {"layers": SPEC_LAYERS},
+        }
         job = wait_job(base, httpx.post(f"{base}/v1/jobs", json=spec).json()["id"])
         assert job["status"] == "succeeded", job
         model_id = job["model_id"]
@@ -83,13 +87,15 @@ def main() -> None:
                 reps = args.requests if n_rows == 1 else max(20, args.requests // 10)
                 results[("plain", n_rows)] = http_latency(client, url, {"instances": inst}, reps)
                 results[("mc100", n_rows)] = http_latency(
-                    client, url, {"instances": inst, "mc_samples": 100}, reps)
+                    client, url, {"instances": inst, "mc_samples": 100}, reps
+                )
             artifact = client.get(f"{base}/v1/models/{model_id}/artifact").content
     with tempfile.NamedTemporaryFile(suffix=".keras", delete=False) as fh:
         fh.write(artifact)
     for n_rows in rows:
         results[("loop100", n_rows)] = naive_loop(
-            fh.name, X[:n_rows].astype("float32"), 100, 20 if n_rows == 1 else 5)
+            fh.name, X[:n_rows].astype("float32"), 100, 20 if n_rows == 1 else 5
+        )
     os.unlink(fh.name)
     print(f"{'what':<34}{'p50 ms':>10}{'p99 ms':>10}")
     for (kind, n_rows), (p50, p99) in results.items():

@@ -26,9 +26,13 @@ def running_service(url: str | None = None) -> Iterator[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KTS_")}
         kts = str(Path(sys.executable).parent / "kts")
         log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([kts, "serve", "--data-dir", tmp, "--port", str(port),
-                                 "--loglevel", "WARNING"], env=env, stdout=log, stderr=log,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [kts, "serve", "--data-dir", tmp, "--port", str(port), "--loglevel", "WARNING"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(300):

@@ -24,31 +24,39 @@ def fashion_like(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     y = rng.integers(0, 10, rows)
     X = rng.integers(0, 200, (rows, 28, 28), dtype=np.uint8)
     for c in range(10):
-        X[y == c, c * 2:c * 2 + 4, :] += 50
+        X[y == c, c * 2 : c * 2 + 4, :] += 50
     return X, y
 
 
 def layers() -> list[dict]:
-    return [{"type": "flatten"}, {"type": "batch_normalization"},
-            {"type": "dense", "units": 300, "activation": "elu", "kernel_initializer": "he_normal"},
-            {"type": "batch_normalization"},
-            {"type": "dense", "units": 100, "activation": "elu", "kernel_initializer": "he_normal"},
-            {"type": "batch_normalization"},
-            {"type": "dense", "units": 10, "activation": "softmax"}]
+    return [
+        {"type": "flatten"},
+        {"type": "batch_normalization"},
+        {"type": "dense", "units": 300, "activation": "elu", "kernel_initializer": "he_normal"},
+        {"type": "batch_normalization"},
+        {"type": "dense", "units": 100, "activation": "elu", "kernel_initializer": "he_normal"},
+        {"type": "batch_normalization"},
+        {"type": "dense", "units": 10, "activation": "softmax"},
+    ]
 
 
 def plain_keras(X: np.ndarray, y: np.ndarray, epochs: int) -> float:
     import keras
 
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.BatchNormalization(),
-        keras.layers.Dense(300, activation="elu", kernel_initializer="he_normal"),
-        keras.layers.BatchNormalization(),
-        keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"),
-        keras.layers.BatchNormalization(), keras.layers.Dense(10, activation="softmax")])
-    model.compile(optimizer="nadam", loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(300, activation="elu", kernel_initializer="he_normal"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="nadam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     started = time.perf_counter()
     Xf = X.astype("float32")  # the service stores float32 rows too
     model.fit(Xf, y, epochs=epochs, batch_size=32, verbose=0)
@@ -66,11 +74,17 @@ def main() -> None:
     buf = io.BytesIO()
     np.savez(buf, X=X, y=y)
     with running_service(args.url) as base:
-        ds = httpx.post(f"{base}/v1/datasets", files={"file": ("fashion.npz", buf.getvalue())},
-                        timeout=300).json()
-        spec = {"dataset": {"id": ds["id"]}, "validation_split": 0.0, "seed": 1,
-                "model": {"normalize_inputs": False, "layers": layers()},
-                "epochs": args.epochs, "batch_size": 32}
+        ds = httpx.post(
+            f"{base}/v1/datasets", files={"file": ("fashion.npz", buf.getvalue())}, timeout=300
+        ).json()
+        spec = {
+            "dataset": {"id": ds["id"]},
+            "validation_split": 0.0,
+            "seed": 1,
+            "model": {"normalize_inputs": False, "layers": layers()},
+            "epochs": args.epochs,
+            "batch_size": 32,
+        }
         warm = httpx.post(f"{base}/v1/jobs", json={**spec, "epochs": 1, "batch_size": 4096})
         wait_job(base, warm.json()["id"])
         started = time.perf_counter()
@@ -80,14 +94,17 @@ def main() -> None:
         assert job["status"] == "succeeded", job
         from datetime import datetime
 
-        ts = {k: datetime.fromisoformat(job[k]) for k in ("created_at", "started_at",
-                                                            "finished_at")}
+        ts = {
+            k: datetime.fromisoformat(job[k]) for k in ("created_at", "started_at", "finished_at")
+        }
         queued_s = (ts["started_at"] - ts["created_at"]).total_seconds()
         ran_s = (ts["finished_at"] - ts["started_at"]).total_seconds()
     plain_s = plain_keras(X, y, args.epochs)
     print(f"rows={args.rows} epochs={args.epochs} batch=32")
-    print(f"service (submit -> succeeded): {service_s:.2f} s "
-          f"(queued {queued_s:.2f} s, in the worker {ran_s:.2f} s)")
+    print(
+        f"service (submit -> succeeded): {service_s:.2f} s "
+        f"(queued {queued_s:.2f} s, in the worker {ran_s:.2f} s)"
+    )
     print(f"plain Keras fit + save:        {plain_s:.2f} s")
     print(f"ratio service/plain:           {service_s / plain_s:.3f}  (target <= 1.10)")
 

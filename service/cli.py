@@ -11,9 +11,21 @@ from service.settings import Settings
 
 
 def _worker_command(queues: str, pool: str, concurrency: int, loglevel: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            f"--pool={pool}", f"--concurrency={concurrency}", "-Q", queues,
-            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        "-Q",
+        queues,
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -22,7 +34,9 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
-    if settings.database_url is None:  # embedded: SQLite migrates itself; production has `kts migrate`
+    if (
+        settings.database_url is None
+    ):  # embedded: SQLite migrates itself; production has `kts migrate`
         from service.db import upgrade_database
 
         upgrade_database(settings.resolved_database_url())
@@ -30,16 +44,20 @@ def serve(args: argparse.Namespace) -> int:
     if settings.is_embedded_broker():
         # No broker server: a solo-pool worker in a child process shares the data folder.
         worker = subprocess.Popen(
-            _worker_command(settings.queue, "solo", 1, args.loglevel), env=os.environ.copy())
-        print(f"kts: embedded worker started (pid {worker.pid}); data in {settings.data_dir}",
-              flush=True)
+            _worker_command(settings.queue, "solo", 1, args.loglevel), env=os.environ.copy()
+        )
+        print(
+            f"kts: embedded worker started (pid {worker.pid}); data in {settings.data_dir}",
+            flush=True,
+        )
     import uvicorn
 
     from service.app import create_app
 
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                    log_level=args.loglevel.lower())
+        uvicorn.run(
+            create_app(settings), host=args.host, port=args.port, log_level=args.loglevel.lower()
+        )
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
@@ -54,8 +72,9 @@ def worker(args: argparse.Namespace) -> int:
     settings = Settings()
     if settings.is_embedded_broker():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command = _worker_command(args.queues or settings.queue, args.pool, args.concurrency,
-                              args.loglevel)
+    command = _worker_command(
+        args.queues or settings.queue, args.pool, args.concurrency, args.loglevel
+    )
     os.execv(sys.executable, command)
 
 

@@ -32,8 +32,12 @@ def describe(arrays: Arrays) -> DatasetMeta:
     """Infer task, classes and shapes: integer labels are classes, anything else regression."""
     X, y = arrays.X, arrays.y
     if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
-        return DatasetMeta(len(X), tuple(int(d) for d in X.shape[1:]), "classification",
-                           int(y.max()) + 1 if len(y) else 0)
+        return DatasetMeta(
+            len(X),
+            tuple(int(d) for d in X.shape[1:]),
+            "classification",
+            int(y.max()) + 1 if len(y) else 0,
+        )
     output_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
     return DatasetMeta(len(X), tuple(int(d) for d in X.shape[1:]), "regression", None, output_dim)
 
@@ -43,8 +47,12 @@ def load_builtin(name: str) -> Arrays:
     """Load a scikit-learn data set as it ships (digits is 0..16, not rescaled)."""
     from sklearn import datasets as skd  # imported lazily: about 1 s
 
-    loaders = {"digits": skd.load_digits, "iris": skd.load_iris,
-               "breast_cancer": skd.load_breast_cancer, "wine": skd.load_wine}
+    loaders = {
+        "digits": skd.load_digits,
+        "iris": skd.load_iris,
+        "breast_cancer": skd.load_breast_cancer,
+        "wine": skd.load_wine,
+    }
     bunch = loaders[name]()
     X = np.asarray(bunch.data, dtype=np.float32)
     y = np.asarray(bunch.target, dtype=np.int64)
@@ -53,14 +61,16 @@ def load_builtin(name: str) -> Arrays:
     return Arrays(X, y, [str(c) for c in bunch.target_names])
 
 
-def _finish(X: np.ndarray, y: np.ndarray, class_names: list[str] | None,
-            max_rows: int, max_features: int) -> Arrays:
+def _finish(
+    X: np.ndarray, y: np.ndarray, class_names: list[str] | None, max_rows: int, max_features: int
+) -> Arrays:
     if X.ndim < 2:
-        raise _invalid(f"Expected X with at least 2 dimensions (rows, features). "
-                       f"Received: shape {list(X.shape)}")
+        raise _invalid(
+            f"Expected X with at least 2 dimensions (rows, features). "
+            f"Received: shape {list(X.shape)}"
+        )
     if len(X) != len(y):
-        raise _invalid(f"Expected as many labels as rows. Received: {len(X)} rows, "
-                       f"{len(y)} labels")
+        raise _invalid(f"Expected as many labels as rows. Received: {len(X)} rows, {len(y)} labels")
     if len(X) < 2:
         raise _invalid("Expected at least 2 rows.")
     if len(X) > max_rows:
@@ -104,13 +114,15 @@ def parse_npz(data: bytes, max_rows: int, max_features: int, max_bytes: int) -> 
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         if isinstance(exc, SpecInvalid):
             raise
-        raise _invalid("Expected a readable .npz archive of plain arrays (no pickled objects).") \
-            from None
+        raise _invalid(
+            "Expected a readable .npz archive of plain arrays (no pickled objects)."
+        ) from None
     return _finish(X, y, None, max_rows, max_features)
 
 
-def parse_csv(data: bytes, target: str, task: str | None, max_rows: int,
-              max_features: int) -> Arrays:
+def parse_csv(
+    data: bytes, target: str, task: str | None, max_rows: int, max_features: int
+) -> Arrays:
     """Read a CSV with a header; `target` names the label column, the others must be numbers."""
     try:
         text = data.decode("utf-8-sig")
@@ -122,11 +134,15 @@ def parse_csv(data: bytes, target: str, task: str | None, max_rows: int,
         raise _invalid("Expected a header row.")
     header = [h.strip() for h in header]
     if target not in header:
-        raise _invalid(f"Expected the target column in the header. Received: target={target!r}"
-                       if len(target) < 100 else "Expected the target column in the header.",
-                       ("target",))
+        raise _invalid(
+            f"Expected the target column in the header. Received: target={target!r}"
+            if len(target) < 100
+            else "Expected the target column in the header.",
+            ("target",),
+        )
     t = header.index(target)
-    features, labels = [], []
+    features: list[list[float]] = []
+    labels: list[str] = []
     for n, row in enumerate(reader, start=2):
         if not row:
             continue
@@ -141,6 +157,7 @@ def parse_csv(data: bytes, target: str, task: str | None, max_rows: int,
         labels.append(row[t].strip())
     X = np.asarray(features, dtype=np.float64)
     class_names = None
+    y: np.ndarray
     try:
         y_float = np.asarray([float(v) for v in labels], dtype=np.float64)
         is_int = bool(np.all(np.isfinite(y_float)) and np.all(y_float == np.round(y_float)))

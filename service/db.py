@@ -52,8 +52,9 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def upgrade_database(url: str) -> None:
     """Bring the database at `url` to the newest migration."""
-    from alembic import command
     from alembic.config import Config
+
+    from alembic import command
 
     if not (ALEMBIC_DIR / "versions").is_dir():
         raise RuntimeError(f"No migrations at {ALEMBIC_DIR}: install the project with pip -e.")

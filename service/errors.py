@@ -55,8 +55,13 @@ class Unavailable(ApiError):
 
 
 def error_body(code: str, message: str, details: list[ErrorDetail] = ()) -> dict[str, Any]:  # type: ignore[assignment]
-    return {"error": {"code": code, "message": message,
-                      "details": [{"loc": list(d.loc), "msg": d.msg} for d in details]}}
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": [{"loc": list(d.loc), "msg": d.msg} for d in details],
+        }
+    }
 
 
 def _body_path(loc: tuple[Any, ...], body: Any, error_type: str) -> tuple[str | int, ...]:
@@ -97,8 +102,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(error_body("invalid_json", "The request body is not valid JSON."),
-                                400)
+            return JSONResponse(
+                error_body("invalid_json", "The request body is not valid JSON."), 400
+            )
         body = getattr(exc, "body", None)
         if body is None and request.headers.get("content-type", "").startswith("application/json"):
             try:

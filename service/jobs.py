@@ -27,15 +27,23 @@ def dataset_meta(session: Session, spec: TrainingSpec) -> tuple[DatasetMeta, dic
     row = session.scalar(select(Dataset).where(Dataset.id == ref.id))
     if row is None:
         raise SpecInvalid([ErrorDetail(("dataset", "id"), "No data set has this id.")])
-    meta = DatasetMeta(row.n_samples, tuple(row.input_shape), row.task, row.n_classes,
-                       row.output_dim)
+    meta = DatasetMeta(
+        row.n_samples, tuple(row.input_shape), row.task, row.n_classes, row.output_dim
+    )
     return meta, {"id": row.id}
 
 
-def plan_spec(session: Session, spec: TrainingSpec, settings: Settings) -> tuple[ModelPlan, DatasetMeta]:
+def plan_spec(
+    session: Session, spec: TrainingSpec, settings: Settings
+) -> tuple[ModelPlan, DatasetMeta]:
     meta, _ = dataset_meta(session, spec)
-    plan = plan_model(spec, meta, max_units=settings.max_units, max_layers=settings.max_layers,
-                      max_epochs=settings.max_epochs)
+    plan = plan_model(
+        spec,
+        meta,
+        max_units=settings.max_units,
+        max_layers=settings.max_layers,
+        max_epochs=settings.max_epochs,
+    )
     return plan, meta
 
 
@@ -43,8 +51,9 @@ def spec_hash(spec: TrainingSpec) -> str:
     return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
 
 
-def create_job(session: Session, spec: TrainingSpec, plan: ModelPlan,
-               idempotency_key: str | None) -> tuple[Job, bool]:
+def create_job(
+    session: Session, spec: TrainingSpec, plan: ModelPlan, idempotency_key: str | None
+) -> tuple[Job, bool]:
     """Add a queued job; with a known idempotency key, return the first job instead."""
     digest = spec_hash(spec)
     if idempotency_key is not None:
@@ -53,10 +62,20 @@ def create_job(session: Session, spec: TrainingSpec, plan: ModelPlan,
             if existing.request_hash != digest:
                 raise Conflict("This Idempotency-Key was used with a different body.")
             return existing, False
-    job = Job(name=spec.name or "job", status="queued", spec=spec.model_dump(mode="json"),
-              spec_version=SPEC_VERSION, idempotency_key=idempotency_key, request_hash=digest,
-              epochs=plan.epochs, history={}, metrics={}, attempts=0, epoch=0,
-              cancel_requested=False)
+    job = Job(
+        name=spec.name or "job",
+        status="queued",
+        spec=spec.model_dump(mode="json"),
+        spec_version=SPEC_VERSION,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        epochs=plan.epochs,
+        history={},
+        metrics={},
+        attempts=0,
+        epoch=0,
+        cancel_requested=False,
+    )
     session.add(job)
     session.flush()
     return job, True
@@ -105,12 +124,14 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         return int(base64.urlsafe_b64decode(cursor.encode()).decode())
     except (ValueError, UnicodeDecodeError):
-        raise SpecInvalid([ErrorDetail(("cursor",), "Expected a cursor from a previous page.")]) \
-            from None
+        raise SpecInvalid(
+            [ErrorDetail(("cursor",), "Expected a cursor from a previous page.")]
+        ) from None
 
 
-def page(session: Session, model: Any, limit: int, cursor: str | None,
-         *filters: Any) -> tuple[list[Any], str | None]:
+def page(
+    session: Session, model: Any, limit: int, cursor: str | None, *filters: Any
+) -> tuple[list[Any], str | None]:
     """Newest first, keyset-paginated on the row sequence."""
     query = select(model).where(*filters).order_by(model.seq.desc()).limit(limit + 1)
     after = decode_cursor(cursor)

@@ -40,19 +40,27 @@ def to_array(instances: list[Any], input_shape: list[int]) -> np.ndarray:
     try:
         X = np.asarray(instances, dtype=np.float32)
     except (ValueError, TypeError):
-        raise SpecInvalid([ErrorDetail(("instances",), "Expected rows of numbers of equal "
-                                                       "shape.")]) from None
+        raise SpecInvalid(
+            [ErrorDetail(("instances",), "Expected rows of numbers of equal shape.")]
+        ) from None
     if X.shape[1:] != tuple(input_shape):
-        raise SpecInvalid([ErrorDetail(
-            ("instances",), f"Expected rows of shape {list(input_shape)}. "
-                            f"Received: rows of shape {list(X.shape[1:])}")])
+        raise SpecInvalid(
+            [
+                ErrorDetail(
+                    ("instances",),
+                    f"Expected rows of shape {list(input_shape)}. "
+                    f"Received: rows of shape {list(X.shape[1:])}",
+                )
+            ]
+        )
     if not np.isfinite(X).all():
         raise SpecInvalid([ErrorDetail(("instances",), "Expected finite numbers.")])
     return X
 
 
-def predict_rows(state: Any, row: TrainedModel, instances: list[Any], mc_samples: int,
-                 seed: int | None) -> list[Any]:
+def predict_rows(
+    state: Any, row: TrainedModel, instances: list[Any], mc_samples: int, seed: int | None
+) -> list[Any]:
     X = to_array(instances, row.input_shape)
     predictor = get_predictor(state, row)
     if mc_samples == 0:

@@ -47,8 +47,13 @@ def make_celery(settings: Settings) -> Celery:
 def enqueue_training(app: Celery, settings: Settings, job_id: str) -> bool:
     """Send the train task for a committed job; False when the broker cannot be reached."""
     try:
-        app.send_task(TRAIN_TASK, args=[job_id], queue=settings.queue, retry=True,
-                      retry_policy={"max_retries": 2, "interval_start": 0.2})
+        app.send_task(
+            TRAIN_TASK,
+            args=[job_id],
+            queue=settings.queue,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2},
+        )
         return True
     except Exception:  # the job stays queued in the database
         log.exception("could not enqueue job %s", job_id)

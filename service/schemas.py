@@ -20,9 +20,16 @@ class DatasetRead(BaseModel):
 
     @classmethod
     def of(cls, row: Dataset) -> "DatasetRead":
-        return cls(id=row.id, name=row.name, n_samples=row.n_samples,
-                   input_shape=row.input_shape, n_classes=row.n_classes, task=row.task,
-                   class_names=row.class_names, created_at=row.created_at)
+        return cls(
+            id=row.id,
+            name=row.name,
+            n_samples=row.n_samples,
+            input_shape=row.input_shape,
+            n_classes=row.n_classes,
+            task=row.task,
+            class_names=row.class_names,
+            created_at=row.created_at,
+        )
 
 
 class Progress(BaseModel):
@@ -49,13 +56,23 @@ class JobRead(BaseModel):
 
     @classmethod
     def of(cls, row: Job) -> "JobRead":
-        return cls(id=row.id, name=row.name, status=row.status, created_at=row.created_at,
-                   started_at=row.started_at, finished_at=row.finished_at,
-                   progress=Progress(epoch=row.epoch, epochs=row.epochs),
-                   history=row.history or {}, metrics=row.metrics or {}, error=row.error,
-                   model_id=row.model_id, attempts=row.attempts,
-                   resumed_from_epoch=row.resumed_from_epoch, spec_version=row.spec_version,
-                   spec=row.spec)
+        return cls(
+            id=row.id,
+            name=row.name,
+            status=row.status,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            progress=Progress(epoch=row.epoch, epochs=row.epochs),
+            history=row.history or {},
+            metrics=row.metrics or {},
+            error=row.error,
+            model_id=row.model_id,
+            attempts=row.attempts,
+            resumed_from_epoch=row.resumed_from_epoch,
+            spec_version=row.spec_version,
+            spec=row.spec,
+        )
 
 
 class ModelRead(BaseModel):
@@ -74,11 +91,20 @@ class ModelRead(BaseModel):
 
     @classmethod
     def of(cls, row: TrainedModel) -> "ModelRead":
-        return cls(id=row.id, job_id=row.job_id, backend=row.backend,
-                   created_at=row.created_at, summary=row.summary, metrics=row.metrics or {},
-                   base_model_id=row.base_model_id, uncertainty=row.uncertainty,
-                   pruning=row.pruning, task=row.task, n_classes=row.n_classes,
-                   input_shape=row.input_shape)
+        return cls(
+            id=row.id,
+            job_id=row.job_id,
+            backend=row.backend,
+            created_at=row.created_at,
+            summary=row.summary,
+            metrics=row.metrics or {},
+            base_model_id=row.base_model_id,
+            uncertainty=row.uncertainty,
+            pruning=row.pruning,
+            task=row.task,
+            n_classes=row.n_classes,
+            input_shape=row.input_shape,
+        )
 
 
 class Page(BaseModel):

@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="Celery broker URL; default: a file-system broker under data_dir."
     )
-    artifact_dir: Path | None = Field(None, description="Artifact folder; default data_dir/artifacts.")
+    artifact_dir: Path | None = Field(
+        None, description="Artifact folder; default data_dir/artifacts."
+    )
     queue: str = Field("kts", description="Celery queue that training tasks go to.")
     broker_polling_interval: float = Field(
         0.1, description="Seconds between polls of the server-less broker (embedded mode)."

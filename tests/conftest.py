@@ -15,7 +15,9 @@ from service.app import create_app
 from service.db import upgrade_database
 from service.settings import Settings
 
-PG_ADMIN_URL = os.environ.get("KTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "KTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("KTS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 BASE_SPEC: dict[str, Any] = {
@@ -25,8 +27,7 @@ BASE_SPEC: dict[str, Any] = {
     "seed": 7,
     "model": {
         "layers": [
-            {"type": "dense", "units": 32, "activation": "elu",
-             "kernel_initializer": "he_normal"},
+            {"type": "dense", "units": 32, "activation": "elu", "kernel_initializer": "he_normal"},
             {"type": "batch_normalization"},
             {"type": "dropout", "rate": 0.2},
             {"type": "dense", "units": 10, "activation": "softmax"},
@@ -71,8 +72,9 @@ def pg_url() -> Iterator[str]:
         yield url
     finally:
         with admin.connect() as conn:
-            conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name})
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()

@@ -26,7 +26,12 @@ def test_api_routes_do_not_import_tensorflow(tmp_path: Path) -> None:
         heavy = [m for m in ("tensorflow", "keras", "jax", "torch") if m in sys.modules]
         print("HEAVY", heavy)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=Path(__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout

@@ -17,8 +17,7 @@ def test_compose_services_and_commands_exist() -> None:
         assert services[name]["healthcheck"]["test"][0] == "CMD"
     gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]
-    assert services["api"]["depends_on"]["migrate"]["condition"] == \
-        "service_completed_successfully"
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     kts = shutil.which("kts")
     assert kts, "the kts console script is installed"
     for name, service in services.items():

@@ -18,14 +18,20 @@ def test_upload_npz_and_read_back(client: TestClient) -> None:
     assert r.status_code == 201, r.text
     ds = r.json()
     assert (ds["name"], ds["n_samples"], ds["input_shape"], ds["n_classes"], ds["task"]) == (
-        "four", 40, [5], 4, "classification")
+        "four",
+        40,
+        [5],
+        4,
+        "classification",
+    )
     assert client.get(f"/v1/datasets/{ds['id']}").json() == ds
 
 
 def test_upload_csv_with_string_labels(client: TestClient) -> None:
     text = "f1,f2,species\n1,2,cat\n3,4,dog\n5,6,cat\n7,8,bird\n"
-    r = client.post("/v1/datasets", files={"file": ("a.csv", text.encode())},
-                    data={"target": "species"})
+    r = client.post(
+        "/v1/datasets", files={"file": ("a.csv", text.encode())}, data={"target": "species"}
+    )
     assert r.status_code == 201, r.text
     ds = r.json()
     assert ds["n_classes"] == 3 and ds["class_names"] == ["bird", "cat", "dog"]
@@ -40,8 +46,7 @@ def test_bad_uploads_are_422(client: TestClient) -> None:
         (("a.npz", npz(X=np.ones((10, 2)), y=np.zeros(9, dtype=int))), {}, ["file"]),
         (("a.npz", npz(A=np.ones((10, 2)))), {}, ["file"]),
         (("a.npz", b"PK-not-a-zip"), {}, ["file"]),
-        (("a.npz", npz(X=np.array([object()] * 10, dtype=object), y=np.zeros(10))), {},
-         ["file"]),
+        (("a.npz", npz(X=np.array([object()] * 10, dtype=object), y=np.zeros(10))), {}, ["file"]),
         (("a.csv", b"a,b\n1,2\n"), {"target": "c"}, ["target"]),
         (("a.csv", b"a,b\n1,x\n2,3\n"), {"target": "a"}, ["file"]),
         (("a.csv", b"a,b\n1,2\n"), {}, ["target"]),

@@ -32,8 +32,13 @@ BN_MLP = {
     "dataset": {"builtin": "digits"},
     "epochs": 3,
     "seed": 42,
-    "optimizer": {"type": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": True,
-                  "clipnorm": 1.0},
+    "optimizer": {
+        "type": "sgd",
+        "learning_rate": 0.01,
+        "momentum": 0.9,
+        "nesterov": True,
+        "clipnorm": 1.0,
+    },
     "model": {
         "defaults": {"activation": "elu", "kernel_initializer": "he_normal"},
         "layers": [
@@ -43,8 +48,12 @@ BN_MLP = {
             {"type": "batch_normalization"},
             {"type": "dense", "units": 32},
             {"type": "dropout", "rate": 0.2},
-            {"type": "dense", "units": 10, "activation": "softmax",
-             "kernel_initializer": "glorot_uniform"},
+            {
+                "type": "dense",
+                "units": 10,
+                "activation": "softmax",
+                "kernel_initializer": "glorot_uniform",
+            },
         ],
     },
 }
@@ -66,8 +75,9 @@ def processes(*commands: list[str], env: dict[str, str], log_dir: Path) -> Itera
     try:
         for i, command in enumerate(commands):
             log = open(log_dir / f"proc{i}.log", "wb")  # noqa: SIM115
-            procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=log,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+            )
         yield
     finally:
         for proc in procs:
@@ -131,8 +141,9 @@ def full_flow(base: str) -> None:
     planned, stored = check.json()["summary"], model["summary"]
     for key in ("total_params", "trainable_params", "non_trainable_params"):
         assert stored[key] == planned[key]
-    assert [(x["name"], x["class_name"], x["output_shape"], x["params"]) for x in stored["layers"]] \
-        == [(x["name"], x["class_name"], x["output_shape"], x["params"]) for x in planned["layers"]]
+    assert [
+        (x["name"], x["class_name"], x["output_shape"], x["params"]) for x in stored["layers"]
+    ] == [(x["name"], x["class_name"], x["output_shape"], x["params"]) for x in planned["layers"]]
     assert model["base_model_id"] is None and model["uncertainty"] is None
 
     art = httpx.get(f"{base}/v1/models/{job['model_id']}/artifact")
@@ -143,8 +154,7 @@ def full_flow(base: str) -> None:
     from sklearn.datasets import load_digits
 
     X = load_digits().data[:3].tolist()
-    plain = httpx.post(f"{base}/v1/models/{job['model_id']}/predict",
-                       json={"instances": X}).json()
+    plain = httpx.post(f"{base}/v1/models/{job['model_id']}/predict", json={"instances": X}).json()
     assert plain["mc_samples"] == 0 and len(plain["predictions"]) == 3
     assert all(abs(sum(p) - 1) < 1e-4 for p in plain["predictions"])
     again = httpx.post(f"{base}/v1/models/{job['model_id']}/predict", json={"instances": X})
@@ -159,11 +169,14 @@ def full_flow(base: str) -> None:
     assert first["class"] == int(np.argmax(first["mean"]))
     assert 0 <= first["mutual_information"] <= first["predictive_entropy"]
     assert httpx.post(f"{base}/v1/models/{job['model_id']}/predict", json=body).json() == mc
-    bad = httpx.post(f"{base}/v1/models/{job['model_id']}/predict",
-                     json={"instances": [[1, 2]], "mc_samples": 10})
+    bad = httpx.post(
+        f"{base}/v1/models/{job['model_id']}/predict",
+        json={"instances": [[1, 2]], "mc_samples": 10},
+    )
     assert bad.status_code == 422 and bad.json()["error"]["details"][0]["loc"] == ["instances"]
-    too_many = httpx.post(f"{base}/v1/models/{job['model_id']}/predict",
-                          json={"instances": X, "mc_samples": 10_001})
+    too_many = httpx.post(
+        f"{base}/v1/models/{job['model_id']}/predict", json={"instances": X, "mc_samples": 10_001}
+    )
     assert too_many.status_code == 422
 
 
@@ -183,12 +196,16 @@ def test_postgres_and_redis(tmp_path: Path, pg_url: str) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTS_")}
-    env.update(KTS_DATABASE_URL=pg_url, KTS_BROKER_URL=REDIS_URL,
-               KTS_QUEUE=f"kts-test-{uuid.uuid4().hex[:8]}",
-               KTS_DATA_DIR=str(tmp_path / "data"))
+    env.update(
+        KTS_DATABASE_URL=pg_url,
+        KTS_BROKER_URL=REDIS_URL,
+        KTS_QUEUE=f"kts-test-{uuid.uuid4().hex[:8]}",
+        KTS_DATA_DIR=str(tmp_path / "data"),
+    )
     migrated = subprocess.run([kts(), "migrate"], env=env, capture_output=True, text=True)
     assert migrated.returncode == 0, migrated.stderr
-    with processes([kts(), "serve", "--port", str(port)], [kts(), "worker"], env=env,
-                   log_dir=tmp_path):
+    with processes(
+        [kts(), "serve", "--port", str(port)], [kts(), "worker"], env=env, log_dir=tmp_path
+    ):
         wait_ready(base, tmp_path)
         full_flow(base)

@@ -43,8 +43,13 @@ def test_list_filters_by_status_newest_first(client: TestClient) -> None:
 
 
 def test_unknown_ids_are_404(client: TestClient) -> None:
-    for path in ("/v1/jobs/nope", "/v1/models/nope", "/v1/datasets/nope",
-                 "/v1/models/nope/artifact", "/v1/jobs/nope/events"):
+    for path in (
+        "/v1/jobs/nope",
+        "/v1/models/nope",
+        "/v1/datasets/nope",
+        "/v1/models/nope/artifact",
+        "/v1/jobs/nope/events",
+    ):
         r = client.get(path)
         assert r.status_code == 404, path
         assert r.json()["error"]["code"] == "not_found"
@@ -65,7 +70,10 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["checks"] == {
-        "database": "ok", "broker": "ok", "artifacts": "ok"}
+        "database": "ok",
+        "broker": "ok",
+        "artifacts": "ok",
+    }
 
 
 def test_readiness_is_503_when_the_broker_is_down(tmp_path: object) -> None:

@@ -16,52 +16,101 @@ DENSE10 = {"type": "dense", "units": 10, "activation": "softmax"}
 
 CASES: list[tuple[str, dict[str, Any], list[Any]]] = [
     ("unknown top-level field", make_spec(unknown_field=1), ["unknown_field"]),
-    ("unknown layer field",
-     make_spec(model=layers({"type": "dense", "units": 5, "colour": "red"}, DENSE10)),
-     ["model", "layers", 0, "colour"]),
-    ("units below 1",
-     make_spec(model=layers({"type": "dense", "units": 0}, DENSE10)),
-     ["model", "layers", 0, "units"]),
-    ("units missing", make_spec(model=layers({"type": "dense"}, DENSE10)),
-     ["model", "layers", 0, "units"]),
-    ("unknown layer type", make_spec(model=layers({"type": "conv9d"}, DENSE10)),
-     ["model", "layers", 0]),
-    ("unknown activation",
-     make_spec(model=layers({"type": "dense", "units": 5, "activation": "relu7"}, DENSE10)),
-     ["model", "layers", 0, "activation"]),
-    ("unknown initializer",
-     make_spec(model=layers({"type": "dense", "units": 5, "kernel_initializer": "he"}, DENSE10)),
-     ["model", "layers", 0, "kernel_initializer"]),
-    ("bad variance scaling mode",
-     make_spec(model=layers({"type": "dense", "units": 5, "kernel_initializer": {
-         "type": "variance_scaling", "scale": 2.0, "mode": "fan_max"}}, DENSE10)),
-     ["model", "layers", 0, "kernel_initializer", "mode"]),
-    ("empty regularizer",
-     make_spec(model=layers({"type": "dense", "units": 5, "kernel_regularizer": {}}, DENSE10)),
-     ["model", "layers", 0, "kernel_regularizer"]),
-    ("negative l2",
-     make_spec(model=layers({"type": "dense", "units": 5, "kernel_regularizer": {"l2": -1}},
-                            DENSE10)),
-     ["model", "layers", 0, "kernel_regularizer", "l2"]),
-    ("max_norm zero",
-     make_spec(model=layers({"type": "dense", "units": 5, "kernel_constraint": {"max_norm": 0}},
-                            DENSE10)),
-     ["model", "layers", 0, "kernel_constraint", "max_norm"]),
-    ("dropout rate 1", make_spec(model=layers({"type": "dropout", "rate": 1.0}, DENSE10)),
-     ["model", "layers", 0, "rate"]),
+    (
+        "unknown layer field",
+        make_spec(model=layers({"type": "dense", "units": 5, "colour": "red"}, DENSE10)),
+        ["model", "layers", 0, "colour"],
+    ),
+    (
+        "units below 1",
+        make_spec(model=layers({"type": "dense", "units": 0}, DENSE10)),
+        ["model", "layers", 0, "units"],
+    ),
+    (
+        "units missing",
+        make_spec(model=layers({"type": "dense"}, DENSE10)),
+        ["model", "layers", 0, "units"],
+    ),
+    (
+        "unknown layer type",
+        make_spec(model=layers({"type": "conv9d"}, DENSE10)),
+        ["model", "layers", 0],
+    ),
+    (
+        "unknown activation",
+        make_spec(model=layers({"type": "dense", "units": 5, "activation": "relu7"}, DENSE10)),
+        ["model", "layers", 0, "activation"],
+    ),
+    (
+        "unknown initializer",
+        make_spec(model=layers({"type": "dense", "units": 5, "kernel_initializer": "he"}, DENSE10)),
+        ["model", "layers", 0, "kernel_initializer"],
+    ),
+    (
+        "bad variance scaling mode",
+        make_spec(
+            model=layers(
+                {
+                    "type": "dense",
+                    "units": 5,
+                    "kernel_initializer": {
+                        "type": "variance_scaling",
+                        "scale": 2.0,
+                        "mode": "fan_max",
+                    },
+                },
+                DENSE10,
+            )
+        ),
+        ["model", "layers", 0, "kernel_initializer", "mode"],
+    ),
+    (
+        "empty regularizer",
+        make_spec(model=layers({"type": "dense", "units": 5, "kernel_regularizer": {}}, DENSE10)),
+        ["model", "layers", 0, "kernel_regularizer"],
+    ),
+    (
+        "negative l2",
+        make_spec(
+            model=layers({"type": "dense", "units": 5, "kernel_regularizer": {"l2": -1}}, DENSE10)
+        ),
+        ["model", "layers", 0, "kernel_regularizer", "l2"],
+    ),
+    (
+        "max_norm zero",
+        make_spec(
+            model=layers(
+                {"type": "dense", "units": 5, "kernel_constraint": {"max_norm": 0}}, DENSE10
+            )
+        ),
+        ["model", "layers", 0, "kernel_constraint", "max_norm"],
+    ),
+    (
+        "dropout rate 1",
+        make_spec(model=layers({"type": "dropout", "rate": 1.0}, DENSE10)),
+        ["model", "layers", 0, "rate"],
+    ),
     ("no layers", make_spec(model={"layers": []}), ["model", "layers"]),
     ("model missing", {"dataset": {"builtin": "digits"}}, ["model"]),
     ("unknown builtin", make_spec(dataset={"builtin": "mnist"}), ["dataset", "builtin"]),
     ("unknown dataset id", make_spec(dataset={"id": "nope"}), ["dataset", "id"]),
     ("unknown optimizer", make_spec(optimizer={"type": "adadelta9"}), ["optimizer"]),
-    ("negative learning rate", make_spec(optimizer={"type": "sgd", "learning_rate": -1}),
-     ["optimizer", "learning_rate"]),
-    ("two clippings", make_spec(optimizer={"type": "adam", "clipnorm": 1, "clipvalue": 1}),
-     ["optimizer"]),
+    (
+        "negative learning rate",
+        make_spec(optimizer={"type": "sgd", "learning_rate": -1}),
+        ["optimizer", "learning_rate"],
+    ),
+    (
+        "two clippings",
+        make_spec(optimizer={"type": "adam", "clipnorm": 1, "clipvalue": 1}),
+        ["optimizer"],
+    ),
     ("sgd with rho", make_spec(optimizer={"type": "sgd", "rho": 0.9}), ["optimizer", "rho"]),
-    ("piecewise lengths",
-     make_spec(lr_schedule={"type": "piecewise", "boundaries": [10], "values": [0.1]}),
-     ["lr_schedule"]),
+    (
+        "piecewise lengths",
+        make_spec(lr_schedule={"type": "piecewise", "boundaries": [10], "values": [0.1]}),
+        ["lr_schedule"],
+    ),
     ("epochs zero", make_spec(epochs=0), ["epochs"]),
     ("epochs too many", make_spec(epochs=10**6), ["epochs"]),
     ("batch size zero", make_spec(batch_size=0), ["batch_size"]),
@@ -69,40 +118,66 @@ CASES: list[tuple[str, dict[str, Any], list[Any]]] = [
     ("unknown loss", make_spec(loss="hinge9"), ["loss"]),
     ("regression loss on classes", make_spec(loss="mse"), ["loss"]),
     ("unknown metric", make_spec(metrics=["accuracy", "f7"]), ["metrics", 1]),
-    ("wrong output units",
-     make_spec(model=layers({"type": "dense", "units": 3, "activation": "softmax"})),
-     ["model", "layers", 0, "units"]),
-    ("output not softmax for cce",
-     make_spec(loss="sparse_categorical_crossentropy",
-               model=layers({"type": "dense", "units": 10, "activation": "relu"})),
-     ["model", "layers", 0]),
-    ("binary loss on 10 classes",
-     make_spec(loss="binary_crossentropy",
-               model=layers({"type": "dense", "units": 1, "activation": "sigmoid"})),
-     ["model", "layers", 0, "units"]),
-    ("early stopping on unknown metric",
-     make_spec(early_stopping={"monitor": "val_auc"}), ["early_stopping", "monitor"]),
-    ("early stopping unknown field", make_spec(early_stopping={"patience": 2, "wait": 1}),
-     ["early_stopping", "wait"]),
+    (
+        "wrong output units",
+        make_spec(model=layers({"type": "dense", "units": 3, "activation": "softmax"})),
+        ["model", "layers", 0, "units"],
+    ),
+    (
+        "output not softmax for cce",
+        make_spec(
+            loss="sparse_categorical_crossentropy",
+            model=layers({"type": "dense", "units": 10, "activation": "relu"}),
+        ),
+        ["model", "layers", 0],
+    ),
+    (
+        "binary loss on 10 classes",
+        make_spec(
+            loss="binary_crossentropy",
+            model=layers({"type": "dense", "units": 1, "activation": "sigmoid"}),
+        ),
+        ["model", "layers", 0, "units"],
+    ),
+    (
+        "early stopping on unknown metric",
+        make_spec(early_stopping={"monitor": "val_auc"}),
+        ["early_stopping", "monitor"],
+    ),
+    (
+        "early stopping unknown field",
+        make_spec(early_stopping={"patience": 2, "wait": 1}),
+        ["early_stopping", "wait"],
+    ),
     ("pruning not supported yet", make_spec(pruning={"target_sparsity": 0.5}), ["pruning"]),
-    ("duplicate layer names",
-     make_spec(model=layers({"type": "dense", "units": 5, "name": "a"},
-                            {"type": "dense", "units": 10, "activation": "softmax",
-                             "name": "a"})),
-     ["model", "layers", 1, "name"]),
-    ("units over the limit",
-     make_spec(model=layers({"type": "dense", "units": 10**6}, DENSE10)),
-     ["model", "layers", 0, "units"]),
+    (
+        "duplicate layer names",
+        make_spec(
+            model=layers(
+                {"type": "dense", "units": 5, "name": "a"},
+                {"type": "dense", "units": 10, "activation": "softmax", "name": "a"},
+            )
+        ),
+        ["model", "layers", 1, "name"],
+    ),
+    (
+        "units over the limit",
+        make_spec(model=layers({"type": "dense", "units": 10**6}, DENSE10)),
+        ["model", "layers", 0, "units"],
+    ),
     ("seed negative", make_spec(seed=-1), ["seed"]),
-    ("defaults unknown field", make_spec(model={"defaults": {"activatio": "elu"},
-                                                "layers": [DENSE10]}),
-     ["model", "defaults", "activatio"]),
+    (
+        "defaults unknown field",
+        make_spec(model={"defaults": {"activatio": "elu"}, "layers": [DENSE10]}),
+        ["model", "defaults", "activatio"],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "body", "loc"), CASES, ids=[c[0] for c in CASES])
-def test_bad_spec_is_422_with_loc(client: TestClient, case: str, body: dict[str, Any],
-                                  loc: list[Any]) -> None:
+def test_bad_spec_is_422_with_loc(
+    client: TestClient, case: str, body: dict[str, Any], loc: list[Any]
+) -> None:
     for path in ("/v1/jobs/validate", "/v1/jobs"):
         r = client.post(path, json=body)
         assert r.status_code == 422, (case, r.text)
@@ -120,8 +195,10 @@ def test_2d_input_without_flatten_is_refused(client: TestClient, tmp_path: Any) 
     buf = io.BytesIO()
     np.savez(buf, X=np.random.rand(50, 4, 4).astype("float32"), y=np.arange(50) % 3)
     ds = client.post("/v1/datasets", files={"file": ("img.npz", buf.getvalue())}).json()
-    body = make_spec(dataset={"id": ds["id"]},
-                     model={"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]})
+    body = make_spec(
+        dataset={"id": ds["id"]},
+        model={"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
+    )
     r = client.post("/v1/jobs/validate", json=body)
     assert r.status_code == 422
     assert r.json()["error"]["details"][0]["loc"] == ["model", "layers"]

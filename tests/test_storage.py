@@ -36,8 +36,18 @@ def test_artifact_keys_cannot_escape(tmp_path: Path) -> None:
     store.put_bytes("models/abc/model.keras", b"data")
     assert store.read_bytes("models/abc/model.keras") == b"data"
     assert (tmp_path / "root" / "models" / "abc" / "model.keras").exists()
-    for bad in ("../x", "models/../../x", "/etc/passwd", "a//b", "a/./b", "", "a\\b", "a/..",
-                "~/x", "a/.hidden/../.."):
+    for bad in (
+        "../x",
+        "models/../../x",
+        "/etc/passwd",
+        "a//b",
+        "a/./b",
+        "",
+        "a\\b",
+        "a/..",
+        "~/x",
+        "a/.hidden/../..",
+    ):
         with pytest.raises(ArtifactKeyInvalid):
             store.path(bad)
     (tmp_path / "outside").write_text("secret")

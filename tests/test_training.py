@@ -23,8 +23,9 @@ from worker.training import run_job
 @pytest.fixture
 def ctx(settings: Settings) -> WorkerContext:
     engine = make_engine(settings.resolved_database_url())
-    return WorkerContext(settings, make_session_factory(engine),
-                         ArtifactStore(settings.resolved_artifact_dir()))
+    return WorkerContext(
+        settings, make_session_factory(engine), ArtifactStore(settings.resolved_artifact_dir())
+    )
 
 
 def submit(client: TestClient, spec: dict[str, Any]) -> str:
@@ -47,7 +48,12 @@ def test_job_trains_stores_model_and_history(client: TestClient, ctx: WorkerCont
     assert model["job_id"] == job_id and model["backend"] == keras.backend.backend()
     assert model["summary"]["total_params"] == 2667
     assert [layer["class_name"] for layer in model["summary"]["layers"]] == [
-        "Normalization", "Dense", "BatchNormalization", "Dropout", "Dense"]
+        "Normalization",
+        "Dense",
+        "BatchNormalization",
+        "Dropout",
+        "Dense",
+    ]
     # the validate summary and the trained model's summary agree
     planned = client.post("/v1/jobs/validate", json=make_spec(epochs=4)).json()["summary"]
     assert planned["total_params"] == model["summary"]["total_params"]
@@ -77,10 +83,17 @@ def upload_regression(client: TestClient, rows: int = 300) -> str:
 
 
 def test_diverging_loss_fails_with_diverged(client: TestClient, ctx: WorkerContext) -> None:
-    spec = make_spec(epochs=3, dataset={"id": upload_regression(client)},
-                     optimizer={"type": "sgd", "learning_rate": 1e3},
-                     model={"layers": [{"type": "dense", "units": 64, "activation": "relu"},
-                                       {"type": "dense", "units": 1}]})
+    spec = make_spec(
+        epochs=3,
+        dataset={"id": upload_regression(client)},
+        optimizer={"type": "sgd", "learning_rate": 1e3},
+        model={
+            "layers": [
+                {"type": "dense", "units": 64, "activation": "relu"},
+                {"type": "dense", "units": 1},
+            ]
+        },
+    )
     job_id = submit(client, spec)
     assert run_job(ctx, job_id) == "failed"
     job = client.get(f"/v1/jobs/{job_id}").json()
@@ -117,8 +130,7 @@ def test_cancel_stops_a_running_job(client: TestClient, ctx: WorkerContext) -> N
 
 
 def test_early_stopping_stops_and_restores(client: TestClient, ctx: WorkerContext) -> None:
-    job_id = submit(client, make_spec(epochs=200, early_stopping={"patience": 1,
-                                                                  "min_delta": 0.5}))
+    job_id = submit(client, make_spec(epochs=200, early_stopping={"patience": 1, "min_delta": 0.5}))
     assert run_job(ctx, job_id) == "succeeded"
     job = client.get(f"/v1/jobs/{job_id}").json()
     val = job["history"]["val_loss"]
@@ -127,18 +139,29 @@ def test_early_stopping_stops_and_restores(client: TestClient, ctx: WorkerContex
     assert job["metrics"]["val_loss"] == val[-2] != val[-1]
 
 
-@pytest.mark.parametrize(("schedule", "expected"), [
-    ({"type": "exponential", "decay_steps": 51, "decay_rate": 0.1},
-     lambda step: 0.01 * 0.1 ** (step / 51)),
-    ({"type": "power", "decay_steps": 51, "decay_rate": 1.0},
-     lambda step: 0.01 / (1 + step / 51)),
-    ({"type": "piecewise", "boundaries": [60], "values": [0.01, 0.001]},
-     lambda step: 0.01 if step <= 60 else 0.001),
-])
-def test_schedules_are_recorded_per_epoch(client: TestClient, ctx: WorkerContext,
-                                          schedule: dict[str, Any], expected: Any) -> None:
-    spec = make_spec(epochs=3, optimizer={"type": "sgd", "learning_rate": 0.01},
-                     lr_schedule=schedule)
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        (
+            {"type": "exponential", "decay_steps": 51, "decay_rate": 0.1},
+            lambda step: 0.01 * 0.1 ** (step / 51),
+        ),
+        (
+            {"type": "power", "decay_steps": 51, "decay_rate": 1.0},
+            lambda step: 0.01 / (1 + step / 51),
+        ),
+        (
+            {"type": "piecewise", "boundaries": [60], "values": [0.01, 0.001]},
+            lambda step: 0.01 if step <= 60 else 0.001,
+        ),
+    ],
+)
+def test_schedules_are_recorded_per_epoch(
+    client: TestClient, ctx: WorkerContext, schedule: dict[str, Any], expected: Any
+) -> None:
+    spec = make_spec(
+        epochs=3, optimizer={"type": "sgd", "learning_rate": 0.01}, lr_schedule=schedule
+    )
     job_id = submit(client, spec)
     assert run_job(ctx, job_id) == "succeeded"
     lrs = client.get(f"/v1/jobs/{job_id}").json()["history"]["learning_rate"]
@@ -147,9 +170,11 @@ def test_schedules_are_recorded_per_epoch(client: TestClient, ctx: WorkerContext
 
 
 def test_one_cycle_rises_then_falls(client: TestClient, ctx: WorkerContext) -> None:
-    spec = make_spec(epochs=10, optimizer={"type": "sgd", "learning_rate": 0.01,
-                                           "momentum": 0.9},
-                     lr_schedule={"type": "one_cycle", "max_learning_rate": 0.05})
+    spec = make_spec(
+        epochs=10,
+        optimizer={"type": "sgd", "learning_rate": 0.01, "momentum": 0.9},
+        lr_schedule={"type": "one_cycle", "max_learning_rate": 0.05},
+    )
     job_id = submit(client, spec)
     assert run_job(ctx, job_id) == "succeeded"
     lrs = client.get(f"/v1/jobs/{job_id}").json()["history"]["learning_rate"]
@@ -160,8 +185,11 @@ def test_one_cycle_rises_then_falls(client: TestClient, ctx: WorkerContext) -> N
 
 def test_performance_schedule_reduces_on_plateau(client: TestClient, ctx: WorkerContext) -> None:
     # a tiny rate makes val_loss plateau, so the rate must halve after such epochs
-    spec = make_spec(epochs=4, optimizer={"type": "sgd", "learning_rate": 1e-6},
-                     lr_schedule={"type": "performance", "factor": 0.5, "patience": 0})
+    spec = make_spec(
+        epochs=4,
+        optimizer={"type": "sgd", "learning_rate": 1e-6},
+        lr_schedule={"type": "performance", "factor": 0.5, "patience": 0},
+    )
     job_id = submit(client, spec)
     assert run_job(ctx, job_id) == "succeeded"
     job = client.get(f"/v1/jobs/{job_id}").json()
@@ -182,20 +210,32 @@ def test_regression_on_uploaded_csv(client: TestClient, ctx: WorkerContext) -> N
     X = rng.normal(size=(300, 3))
     y = X @ np.array([1.5, -2.0, 0.5]) + 0.1 * rng.normal(size=300)
     rows = ["a,b,c,target"] + [f"{r[0]},{r[1]},{r[2]},{t}" for r, t in zip(X, y, strict=True)]
-    ds = client.post("/v1/datasets", files={"file": ("reg.csv", "\n".join(rows).encode())},
-                     data={"target": "target"}).json()
+    ds = client.post(
+        "/v1/datasets",
+        files={"file": ("reg.csv", "\n".join(rows).encode())},
+        data={"target": "target"},
+    ).json()
     assert ds["task"] == "regression" and ds["input_shape"] == [3]
-    spec = make_spec(dataset={"id": ds["id"]}, epochs=30, optimizer={"type": "adam",
-                                                                     "learning_rate": 0.01},
-                     model={"layers": [{"type": "dense", "units": 16, "activation": "relu"},
-                                       {"type": "dropout", "rate": 0.1},
-                                       {"type": "dense", "units": 1}]})
+    spec = make_spec(
+        dataset={"id": ds["id"]},
+        epochs=30,
+        optimizer={"type": "adam", "learning_rate": 0.01},
+        model={
+            "layers": [
+                {"type": "dense", "units": 16, "activation": "relu"},
+                {"type": "dropout", "rate": 0.1},
+                {"type": "dense", "units": 1},
+            ]
+        },
+    )
     job_id = submit(client, spec)
     assert run_job(ctx, job_id) == "succeeded", client.get(f"/v1/jobs/{job_id}").json()
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert "mae" in job["metrics"] and job["metrics"]["val_loss"] < 1.0
-    r = client.post(f"/v1/models/{job['model_id']}/predict",
-                    json={"instances": X[:2].tolist(), "mc_samples": 50, "seed": 1})
+    r = client.post(
+        f"/v1/models/{job['model_id']}/predict",
+        json={"instances": X[:2].tolist(), "mc_samples": 50, "seed": 1},
+    )
     assert r.status_code == 200, r.text
     pred = r.json()["predictions"][0]
     assert set(pred) == {"mean", "std"} and len(pred["mean"]) == 1
@@ -214,8 +254,11 @@ def test_mc_dropout_keeps_batch_norm_in_inference(client: TestClient, ctx: Worke
     alone = predictor.sample(X[:1], 200, seed=5).mean(axis=0)[0]
     crowd = predictor.sample(X, 200, seed=5).mean(axis=0)[0]
     assert np.abs(alone - crowd).max() < 0.05  # batch composition does not change a row
-    bn = next(layer for layer in predictor.model.layers
-              if isinstance(layer, keras.layers.BatchNormalization))
+    bn = next(
+        layer
+        for layer in predictor.model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
     predictor.sample(X, 100, seed=1)
     assert np.array_equal(before, keras.ops.convert_to_numpy(bn.moving_mean))

@@ -28,8 +28,9 @@ def adapted_normalization(X_train: np.ndarray) -> keras.layers.Normalization:
     return layer
 
 
-def build_model(plan: ModelPlan, input_shape: tuple[int, ...],
-                X_train: np.ndarray | None) -> keras.Sequential:
+def build_model(
+    plan: ModelPlan, input_shape: tuple[int, ...], X_train: np.ndarray | None
+) -> keras.Sequential:
     """The Sequential model of the plan; the Normalization layer is adapted on X_train."""
     layers: list[Any] = [keras.Input(shape=input_shape, name="input")]
     for layer in plan.layers:
@@ -54,7 +55,11 @@ def metric_objects(names: list[str]) -> list[Any]:
     return out
 
 
-def compile_model(model: keras.Model, spec: TrainingSpec, plan: ModelPlan,
-                  total_steps: int) -> None:
-    model.compile(optimizer=build_optimizer(spec, total_steps),
-                  loss=LOSSES.get(plan.loss, plan.loss), metrics=metric_objects(plan.metrics))
+def compile_model(
+    model: keras.Model, spec: TrainingSpec, plan: ModelPlan, total_steps: int
+) -> None:
+    model.compile(
+        optimizer=build_optimizer(spec, total_steps),
+        loss=LOSSES.get(plan.loss, plan.loss),
+        metrics=metric_objects(plan.metrics),
+    )

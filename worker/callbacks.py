@@ -49,8 +49,12 @@ class EpochRecorder(keras.callbacks.Callback):
     A NaN or infinite loss stops training and is reported as divergence.
     """
 
-    def __init__(self, history: dict[str, list[float | None]], signal: StopSignal,
-                 report: Callable[[int, dict[str, list[float | None]]], None]) -> None:
+    def __init__(
+        self,
+        history: dict[str, list[float | None]],
+        signal: StopSignal,
+        report: Callable[[int, dict[str, list[float | None]]], None],
+    ) -> None:
         super().__init__()
         self.history = history
         self.signal = signal

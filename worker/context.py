@@ -26,6 +26,7 @@ def worker_context() -> WorkerContext:
     if pid not in _contexts:
         settings = get_settings()
         engine = make_engine(settings.resolved_database_url())
-        _contexts[pid] = WorkerContext(settings, make_session_factory(engine),
-                                       ArtifactStore(settings.resolved_artifact_dir()))
+        _contexts[pid] = WorkerContext(
+            settings, make_session_factory(engine), ArtifactStore(settings.resolved_artifact_dir())
+        )
     return _contexts[pid]

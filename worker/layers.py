@@ -53,8 +53,11 @@ def build_flatten(cfg: dict[str, Any], name: str) -> keras.layers.Layer:
 
 def build_batch_normalization(cfg: dict[str, Any], name: str) -> keras.layers.Layer:
     return keras.layers.BatchNormalization(
-        momentum=cfg["momentum"], epsilon=cfg["epsilon"], center=cfg["center"],
-        scale=cfg["scale"], name=name,
+        momentum=cfg["momentum"],
+        epsilon=cfg["epsilon"],
+        center=cfg["center"],
+        scale=cfg["scale"],
+        name=name,
     )
 
 

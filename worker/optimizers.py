@@ -25,8 +25,13 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     45%, then decays linearly to `last_rate`.
     """
 
-    def __init__(self, total_steps: int, max_rate: float, start_rate: float | None = None,
-                 last_rate: float | None = None) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        max_rate: float,
+        start_rate: float | None = None,
+        last_rate: float | None = None,
+    ) -> None:
         self.total_steps = int(total_steps)
         self.max_rate = float(max_rate)
         self.start_rate = float(start_rate if start_rate is not None else max_rate / 10)
@@ -40,12 +45,17 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         fall = self.max_rate - (self.max_rate - self.start_rate) * (step - half) / half
         tail_len = max(1.0, self.total_steps - 2 * half)
         tail = self.start_rate - (self.start_rate - self.last_rate) * ops.minimum(
-            (step - 2 * half) / tail_len, 1.0)
+            (step - 2 * half) / tail_len, 1.0
+        )
         return ops.where(step < half, rise, ops.where(step < 2 * half, fall, tail))
 
     def get_config(self) -> dict[str, Any]:
-        return {"total_steps": self.total_steps, "max_rate": self.max_rate,
-                "start_rate": self.start_rate, "last_rate": self.last_rate}
+        return {
+            "total_steps": self.total_steps,
+            "max_rate": self.max_rate,
+            "start_rate": self.start_rate,
+            "last_rate": self.last_rate,
+        }
 
 
 def learning_rate(spec: TrainingSpec, total_steps: int) -> Any:
@@ -61,8 +71,9 @@ def learning_rate(spec: TrainingSpec, total_steps: int) -> Any:
         return schedules.ExponentialDecay(lr0, sched.decay_steps, sched.decay_rate)
     if sched.type == "piecewise":
         return schedules.PiecewiseConstantDecay(list(sched.boundaries), list(sched.values))
-    return OneCycle(total_steps, sched.max_learning_rate, sched.start_learning_rate,
-                    sched.last_learning_rate)
+    return OneCycle(
+        total_steps, sched.max_learning_rate, sched.start_learning_rate, sched.last_learning_rate
+    )
 
 
 def build_optimizer(spec: TrainingSpec, total_steps: int) -> keras.optimizers.Optimizer:
@@ -71,10 +82,16 @@ def build_optimizer(spec: TrainingSpec, total_steps: int) -> keras.optimizers.Op
     return OPTIMIZERS[spec.optimizer.type](**cfg)
 
 
-def performance_callback(spec: TrainingSpec, has_validation: bool) -> keras.callbacks.Callback | None:
+def performance_callback(
+    spec: TrainingSpec, has_validation: bool
+) -> keras.callbacks.Callback | None:
     sched = spec.lr_schedule
     if sched is None or sched.type != "performance":
         return None
     return keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss" if has_validation else "loss", factor=sched.factor,
-        patience=sched.patience, min_lr=sched.min_learning_rate, verbose=0)
+        monitor="val_loss" if has_validation else "loss",
+        factor=sched.factor,
+        patience=sched.patience,
+        min_lr=sched.min_learning_rate,
+        verbose=0,
+    )

@@ -51,9 +51,14 @@ class Predictor:
         self.task = task
         self.lock = threading.Lock()
         layers = list(model.layers)
-        first = next((i for i, layer in enumerate(layers)
-                      if isinstance(layer, keras.layers.Dropout | keras.layers.AlphaDropout)),
-                     None)
+        first = next(
+            (
+                i
+                for i, layer in enumerate(layers)
+                if isinstance(layer, keras.layers.Dropout | keras.layers.AlphaDropout)
+            ),
+            None,
+        )
         self.prefix: keras.Model | None = None
         self.sampler: keras.Model | None = None
         if first is not None:
@@ -64,9 +69,13 @@ class Predictor:
             else:
                 tail_shape = input_shape
             self.sampler = keras.Sequential(
-                [keras.Input(tail_shape), *[_mc_variant(layer) for layer in layers[first:]]])
-            self.mc_layers = [layer for layer in self.sampler.layers
-                              if isinstance(layer, MCDropout | MCAlphaDropout)]
+                [keras.Input(tail_shape), *[_mc_variant(layer) for layer in layers[first:]]]
+            )
+            self.mc_layers = [
+                layer
+                for layer in self.sampler.layers
+                if isinstance(layer, MCDropout | MCAlphaDropout)
+            ]
 
     @classmethod
     def load(cls, path: Path, task: str) -> "Predictor":
@@ -97,13 +106,18 @@ class Predictor:
             rows_per_chunk = max(1, CHUNK_VALUES // (n * width))
             draws = []
             for start in range(0, len(hidden), rows_per_chunk):
-                part = hidden[start:start + rows_per_chunk]
+                part = hidden[start : start + rows_per_chunk]
                 b = len(part)
                 tiled = np.broadcast_to(part, (n, *part.shape)).reshape(n * b, *part.shape[1:])
                 if len(tiled) > CHUNK_VALUES // width:  # one row with a very large n
-                    out = np.concatenate([
-                        np.asarray(self.sampler.predict_on_batch(tiled[i:i + CHUNK_VALUES // width]))
-                        for i in range(0, len(tiled), CHUNK_VALUES // width)])
+                    out = np.concatenate(
+                        [
+                            np.asarray(
+                                self.sampler.predict_on_batch(tiled[i : i + CHUNK_VALUES // width])
+                            )
+                            for i in range(0, len(tiled), CHUNK_VALUES // width)
+                        ]
+                    )
                 else:
                     out = np.asarray(self.sampler.predict_on_batch(tiled))
                 draws.append(out.reshape(n, b, -1))
@@ -115,7 +129,7 @@ class Predictor:
 
 
 def summarise(draws: np.ndarray, task: str) -> list[dict[str, Any]]:
-    """Per-row mean, spread and, for classifiers, class, predictive entropy and mutual information."""
+    """Per row: mean and spread; for classifiers also class, entropy and mutual information."""
     mean, std = draws.mean(axis=0), draws.std(axis=0)
     if task != "classification":
         return [{"mean": m.tolist(), "std": s.tolist()} for m, s in zip(mean, std, strict=True)]
@@ -128,9 +142,12 @@ def summarise(draws: np.ndarray, task: str) -> list[dict[str, Any]]:
     expected = -(draws * np.log(draws + EPS)).sum(axis=-1).mean(axis=0)
     mutual = np.maximum(entropy - expected, 0.0)
     return [
-        {"mean": m.tolist(), "std": s.tolist(), "class": int(np.argmax(p)),
-         "predictive_entropy": float(h), "mutual_information": float(mi)}
+        {
+            "mean": m.tolist(),
+            "std": s.tolist(),
+            "class": int(np.argmax(p)),
+            "predictive_entropy": float(h),
+            "mutual_information": float(mi),
+        }
         for m, s, p, h, mi in zip(mean, std, probs_mean, entropy, mutual, strict=True)
     ]
-
-

@@ -14,19 +14,27 @@ def model_summary(model: keras.Model) -> dict[str, Any]:
     layers = []
     for layer in model.layers:
         shape = layer.output.shape
-        layers.append({
-            "name": layer.name,
-            "class_name": layer.__class__.__name__,
-            "output_shape": [None if d is None else int(d) for d in shape],
-            "params": int(layer.count_params()) if layer.built else 0,
-            "trainable": bool(layer.trainable),
-        })
+        layers.append(
+            {
+                "name": layer.name,
+                "class_name": layer.__class__.__name__,
+                "output_shape": [None if d is None else int(d) for d in shape],
+                "params": int(layer.count_params()) if layer.built else 0,
+                "trainable": bool(layer.trainable),
+            }
+        )
     trainable = _count(model.trainable_weights)
     non_trainable = _count(model.non_trainable_weights)
-    return {"total_params": trainable + non_trainable, "trainable_params": trainable,
-            "non_trainable_params": non_trainable, "layers": layers}
+    return {
+        "total_params": trainable + non_trainable,
+        "trainable_params": trainable,
+        "non_trainable_params": non_trainable,
+        "layers": layers,
+    }
 
 
 def has_dropout(model: keras.Model) -> bool:
-    return any(isinstance(layer, keras.layers.Dropout | keras.layers.AlphaDropout)
-               for layer in model.layers)
+    return any(
+        isinstance(layer, keras.layers.Dropout | keras.layers.AlphaDropout)
+        for layer in model.layers
+    )

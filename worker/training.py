@@ -46,7 +46,7 @@ class JobFailed(Exception):
 
 
 def _claim(ctx: WorkerContext, job_id: str) -> dict[str, Any] | None:
-    """Mark the job running; None when it is unknown, ended or cancelled (redelivery is harmless)."""
+    """Mark the job running; None when it is unknown, ended or cancelled (harmless redelivery)."""
     with ctx.session_factory() as session:
         job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None or job.status in TERMINAL:
@@ -64,8 +64,7 @@ def _claim(ctx: WorkerContext, job_id: str) -> dict[str, Any] | None:
 
 def _finish(ctx: WorkerContext, job_id: str, **values: Any) -> None:
     with ctx.session_factory() as session:
-        session.execute(update(Job).where(Job.id == job_id)
-                        .values(finished_at=utcnow(), **values))
+        session.execute(update(Job).where(Job.id == job_id).values(finished_at=utcnow(), **values))
         session.commit()
 
 
@@ -80,14 +79,18 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         _finish(ctx, job_id, status="failed", error={"code": exc.code, "message": exc.message})
         return "failed"
     except ApiError as exc:  # the data set changed under a queued job, or a limit was hit
-        _finish(ctx, job_id, status="failed",
-                error={"code": exc.code, "message": exc.message[:1000]})
+        _finish(
+            ctx, job_id, status="failed", error={"code": exc.code, "message": exc.message[:1000]}
+        )
         return "failed"
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        _finish(ctx, job_id, status="failed",
-                error={"code": "training_error",
-                       "message": f"{type(exc).__name__}: {str(exc)[:1000]}"})
+        _finish(
+            ctx,
+            job_id,
+            status="failed",
+            error={"code": "training_error", "message": f"{type(exc).__name__}: {str(exc)[:1000]}"},
+        )
         return "failed"
 
 
@@ -116,8 +119,9 @@ def _targets(y: np.ndarray, loss: str, n_classes: int | None) -> np.ndarray:
     return y
 
 
-def _watch_cancel(ctx: WorkerContext, job_id: str, signal: StopSignal,
-                  done: threading.Event) -> None:
+def _watch_cancel(
+    ctx: WorkerContext, job_id: str, signal: StopSignal, done: threading.Event
+) -> None:
     while not done.wait(CANCEL_POLL_SECONDS):
         try:
             with ctx.session_factory() as session:
@@ -133,8 +137,9 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     arrays = load_arrays(ctx, spec)
     meta = datasets.describe(arrays)
     s = ctx.settings
-    plan = plan_model(spec, meta, max_units=s.max_units, max_layers=s.max_layers,
-                      max_epochs=s.max_epochs)
+    plan = plan_model(
+        spec, meta, max_units=s.max_units, max_layers=s.max_layers, max_epochs=s.max_epochs
+    )
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     train_idx, val_idx = split(meta.n_samples, spec.validation_split, spec.seed)
@@ -152,13 +157,18 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
 
     def report(epoch: int, hist: dict[str, list[float | None]]) -> None:
         with ctx.session_factory() as session:
-            session.execute(update(Job).where(Job.id == job_id)
-                            .values(epoch=epoch, history={k: list(v) for k, v in hist.items()}))
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(epoch=epoch, history={k: list(v) for k, v in hist.items()})
+            )
             session.commit()
 
     deadline = started + spec.max_runtime_seconds if spec.max_runtime_seconds else None
     callbacks: list[keras.callbacks.Callback] = [
-        EpochRecorder(history, signal, report), StopAtBatchEnd(signal, deadline)]
+        EpochRecorder(history, signal, report),
+        StopAtBatchEnd(signal, deadline),
+    ]
     perf = performance_callback(spec, has_val)
     if perf is not None:
         callbacks.append(perf)
@@ -167,19 +177,28 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
         es = spec.early_stopping
         monitor = es.monitor if has_val else es.monitor.removeprefix("val_")
         early_stopping = keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=es.patience, min_delta=es.min_delta,
+            monitor=monitor,
+            patience=es.patience,
+            min_delta=es.min_delta,
             restore_best_weights=es.restore_best_weights,
-            mode="max" if monitor.removeprefix("val_") in ("accuracy", "auc") else "min")
+            mode="max" if monitor.removeprefix("val_") in ("accuracy", "auc") else "min",
+        )
         callbacks.append(early_stopping)
 
     done = threading.Event()
-    watcher = threading.Thread(target=_watch_cancel, args=(ctx, job_id, signal, done),
-                               daemon=True)
+    watcher = threading.Thread(target=_watch_cancel, args=(ctx, job_id, signal, done), daemon=True)
     watcher.start()
     try:
-        model.fit(X_train, y_train, validation_data=(X_val, y_val) if has_val else None,
-                  epochs=plan.epochs, batch_size=spec.batch_size, shuffle=True, verbose=0,
-                  callbacks=callbacks)
+        model.fit(
+            X_train,
+            y_train,
+            validation_data=(X_val, y_val) if has_val else None,
+            epochs=plan.epochs,
+            batch_size=spec.batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=callbacks,
+        )
     finally:
         done.set()
         watcher.join()
@@ -190,8 +209,10 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     if signal.reason == "diverged":
         raise JobFailed("diverged", DIVERGED_HINT)
     if signal.reason == "timeout":
-        raise JobFailed("timeout", f"The job ran past max_runtime_seconds "
-                                   f"({spec.max_runtime_seconds} s) and was stopped.")
+        raise JobFailed(
+            "timeout",
+            f"The job ran past max_runtime_seconds ({spec.max_runtime_seconds} s) and was stopped.",
+        )
 
     metrics = final_metrics(history, early_stopping)
     if metrics.get("loss") is None:
@@ -204,25 +225,41 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
         model.save(path)
         ctx.store.put_file(key, path)
     with ctx.session_factory() as session:
-        session.add(TrainedModel(
-            id=model_id, job_id=job_id, backend=keras.backend.backend(), task=meta.task,
-            n_classes=meta.n_classes, input_shape=list(meta.input_shape),
-            has_dropout=has_dropout(model), summary=model_summary(model), metrics=metrics,
-            artifact_key=key))
-        session.execute(update(Job).where(Job.id == job_id).values(
-            status="succeeded", finished_at=utcnow(), model_id=model_id, metrics=metrics))
+        session.add(
+            TrainedModel(
+                id=model_id,
+                job_id=job_id,
+                backend=keras.backend.backend(),
+                task=meta.task,
+                n_classes=meta.n_classes,
+                input_shape=list(meta.input_shape),
+                has_dropout=has_dropout(model),
+                summary=model_summary(model),
+                metrics=metrics,
+                artifact_key=key,
+            )
+        )
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="succeeded", finished_at=utcnow(), model_id=model_id, metrics=metrics)
+        )
         session.commit()
     return "succeeded"
 
 
-def final_metrics(history: dict[str, list[float | None]],
-                  early_stopping: keras.callbacks.EarlyStopping | None) -> dict[str, float | None]:
+def final_metrics(
+    history: dict[str, list[float | None]], early_stopping: keras.callbacks.EarlyStopping | None
+) -> dict[str, float | None]:
     """The logs of the epoch whose weights are stored: the last, or the best one restored.
 
     Reusing the epoch logs costs nothing; a fresh evaluation would add a pass over the data.
     """
     epoch = -1
-    if (early_stopping is not None and early_stopping.restore_best_weights
-            and early_stopping.best_weights is not None):
+    if (
+        early_stopping is not None
+        and early_stopping.restore_best_weights
+        and early_stopping.best_weights is not None
+    ):
         epoch = early_stopping.best_epoch
     return {k: v[epoch] for k, v in history.items() if k != "learning_rate" and v}

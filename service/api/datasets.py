@@ -34,8 +34,9 @@ def upload_dataset(
             raise SpecInvalid([ErrorDetail(("target",), "Expected the label column's name.")])
         arrays = datasets.parse_csv(data, target, task, settings.max_rows, settings.max_features)
     elif filename.endswith(".npz") or data[:2] == b"PK":
-        arrays = datasets.parse_npz(data, settings.max_rows, settings.max_features,
-                                    settings.max_upload_bytes)
+        arrays = datasets.parse_npz(
+            data, settings.max_rows, settings.max_features, settings.max_upload_bytes
+        )
         if task == "regression":
             arrays = datasets.Arrays(arrays.X, arrays.y.astype("float32"))
     else:
@@ -44,10 +45,17 @@ def upload_dataset(
     dataset_id = new_id()
     key = f"datasets/{dataset_id}/data.npz"
     store.put_bytes(key, datasets.to_npz_bytes(arrays))
-    row = Dataset(id=dataset_id, name=name or file.filename or dataset_id,
-                  n_samples=meta.n_samples, input_shape=list(meta.input_shape),
-                  n_classes=meta.n_classes, output_dim=meta.output_dim, task=meta.task,
-                  class_names=arrays.class_names, artifact_key=key)
+    row = Dataset(
+        id=dataset_id,
+        name=name or file.filename or dataset_id,
+        n_samples=meta.n_samples,
+        input_shape=list(meta.input_shape),
+        n_classes=meta.n_classes,
+        output_dim=meta.output_dim,
+        task=meta.task,
+        class_names=arrays.class_names,
+        artifact_key=key,
+    )
     session.add(row)
     session.commit()
     return DatasetRead.of(row)
@@ -60,8 +68,11 @@ def read_dataset(dataset_id: str, session: SessionDep) -> DatasetRead:
 
 
 @router.get("", response_model=Page)
-def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                  cursor: Annotated[str | None, Query(max_length=100)] = None) -> Page:
+def list_datasets(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+) -> Page:
     """Data sets, newest first."""
     rows, next_cursor = page(session, Dataset, limit, cursor)
     return Page(items=[DatasetRead.of(r) for r in rows], next_cursor=next_cursor)

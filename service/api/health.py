@@ -43,5 +43,6 @@ def readyz(request: Request) -> JSONResponse:
         checks["broker"] = f"unreachable: {type(exc).__name__}"
     checks["artifacts"] = "ok" if state.store.is_writable() else "not writable"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
-                        200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+    )

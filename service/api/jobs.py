@@ -43,11 +43,18 @@ def submit_job(
 def validate_job(spec: TrainingSpec, session: SessionDep, settings: SettingsDep) -> ValidateResult:
     """Check a spec without queueing it; answers the summary of the model it would build."""
     plan, meta = jobs.plan_spec(session, spec, settings)
-    return ValidateResult(summary=plan.summary(), loss=plan.loss, metrics=plan.metrics,
-                          epochs=plan.epochs,
-                          dataset={"n_samples": meta.n_samples,
-                                   "input_shape": list(meta.input_shape), "task": meta.task,
-                                   "n_classes": meta.n_classes})
+    return ValidateResult(
+        summary=plan.summary(),
+        loss=plan.loss,
+        metrics=plan.metrics,
+        epochs=plan.epochs,
+        dataset={
+            "n_samples": meta.n_samples,
+            "input_shape": list(meta.input_shape),
+            "task": meta.task,
+            "n_classes": meta.n_classes,
+        },
+    )
 
 
 @router.get("/{job_id}", response_model=JobRead)
@@ -103,9 +110,16 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
         while True:
             epochs_done = len(job.history.get("loss", [])) if job.history else 0
             while sent < epochs_done:
-                yield _sse("progress", {"job_id": job.id, "epoch": sent + 1,
-                                        "epochs": job.epochs, "status": job.status,
-                                        "metrics": _epoch_metrics(job.history, sent)})
+                yield _sse(
+                    "progress",
+                    {
+                        "job_id": job.id,
+                        "epoch": sent + 1,
+                        "epochs": job.epochs,
+                        "status": job.status,
+                        "metrics": _epoch_metrics(job.history, sent),
+                    },
+                )
                 sent += 1
             if job.status in jobs.TERMINAL:
                 yield _sse("done", JobRead.of(job).model_dump(mode="json"))
@@ -118,8 +132,8 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                 return
             job = await anyio.to_thread.run_sync(load)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -29,13 +29,15 @@ def download_model(
 ) -> FileResponse:
     """The model file (Keras's .keras zip)."""
     row = jobs.get_model(session, model_id)
-    return FileResponse(store.path(row.artifact_key), media_type="application/zip",
-                        filename=f"{model_id}.keras")
+    return FileResponse(
+        store.path(row.artifact_key), media_type="application/zip", filename=f"{model_id}.keras"
+    )
 
 
 @router.post("/{model_id}/predict")
-async def predict(model_id: str, body: PredictRequest, request: Request,
-                  settings: SettingsDep) -> dict[str, Any]:
+async def predict(
+    model_id: str, body: PredictRequest, request: Request, settings: SettingsDep
+) -> dict[str, Any]:
     """Predictions, plain or with Monte-Carlo-Dropout uncertainty."""
     factory = request.app.state.session_factory
 
@@ -45,20 +47,33 @@ async def predict(model_id: str, body: PredictRequest, request: Request,
 
     row = await anyio.to_thread.run_sync(load_row)
     if body.mc_samples > settings.max_mc_samples:
-        raise SpecInvalid([ErrorDetail(("mc_samples",),
-                                       f"Expected at most {settings.max_mc_samples} samples.")])
+        raise SpecInvalid(
+            [ErrorDetail(("mc_samples",), f"Expected at most {settings.max_mc_samples} samples.")]
+        )
     if len(body.instances) > settings.max_instances:
-        raise SpecInvalid([ErrorDetail(("instances",),
-                                       f"Expected at most {settings.max_instances} instances.")])
+        raise SpecInvalid(
+            [ErrorDetail(("instances",), f"Expected at most {settings.max_instances} instances.")]
+        )
     outputs = row.n_classes or int(row.summary["layers"][-1]["output_shape"][-1] or 1)
     if len(body.instances) * body.mc_samples * outputs > settings.max_mc_values:
-        raise SpecInvalid([ErrorDetail(("mc_samples",),
-                                       "Expected instances x mc_samples x outputs at most "
-                                       f"{settings.max_mc_values}.")])
+        raise SpecInvalid(
+            [
+                ErrorDetail(
+                    ("mc_samples",),
+                    f"Expected instances x mc_samples x outputs at most {settings.max_mc_values}.",
+                )
+            ]
+        )
     if body.mc_samples > 0 and not row.has_dropout:
-        raise SpecInvalid([ErrorDetail(
-            ("mc_samples",), "This model has no dropout layers, so Monte-Carlo Dropout has "
-                             "nothing to sample: ask for mc_samples 0.")])
+        raise SpecInvalid(
+            [
+                ErrorDetail(
+                    ("mc_samples",),
+                    "This model has no dropout layers, so Monte-Carlo Dropout has "
+                    "nothing to sample: ask for mc_samples 0.",
+                )
+            ]
+        )
 
     def run() -> list[Any]:
         from service.predictions import predict_rows  # loads Keras on first use

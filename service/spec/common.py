@@ -6,14 +6,33 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # "logistic" is the chapter's name for the sigmoid; both are accepted.
 ActivationName = Literal[
-    "relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "logistic", "softmax",
-    "linear", "gelu", "swish", "softplus",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "tanh",
+    "sigmoid",
+    "logistic",
+    "softmax",
+    "linear",
+    "gelu",
+    "swish",
+    "softplus",
 ]
 
 InitializerName = Literal[
-    "glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
-    "lecun_uniform", "random_normal", "random_uniform", "truncated_normal", "orthogonal",
-    "zeros", "ones",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "random_normal",
+    "random_uniform",
+    "truncated_normal",
+    "orthogonal",
+    "zeros",
+    "ones",
 ]
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]

@@ -13,12 +13,19 @@ from service.spec.layers import DROPOUT_TYPES
 from service.spec.training import TrainingSpec
 
 CLASS_NAMES = {
-    "dense": "Dense", "flatten": "Flatten", "batch_normalization": "BatchNormalization",
-    "dropout": "Dropout", "alpha_dropout": "AlphaDropout", "activation": "Activation",
-    "leaky_relu": "LeakyReLU", "prelu": "PReLU",
+    "dense": "Dense",
+    "flatten": "Flatten",
+    "batch_normalization": "BatchNormalization",
+    "dropout": "Dropout",
+    "alpha_dropout": "AlphaDropout",
+    "activation": "Activation",
+    "leaky_relu": "LeakyReLU",
+    "prelu": "PReLU",
 }
 CLASSIFICATION_LOSSES = {
-    "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
 }
 REGRESSION_LOSSES = {"mean_squared_error", "mse", "mean_absolute_error", "mae", "huber"}
 MAX_PARAMS = 200_000_000
@@ -64,7 +71,8 @@ class ModelPlan:
             "layers": [
                 {
                     "name": layer.name,
-                    "class_name": "Normalization" if layer.type == "normalization"
+                    "class_name": "Normalization"
+                    if layer.type == "normalization"
                     else CLASS_NAMES[layer.type],
                     "output_shape": [None, *layer.output_shape],
                     "params": layer.trainable_params + layer.non_trainable_params,
@@ -98,15 +106,24 @@ def _output_activation(layers: list[LayerPlan]) -> str:
     return "linear"
 
 
-def plan_model(spec: TrainingSpec, meta: DatasetMeta, *, max_units: int = 65_536,
-               max_layers: int = 200, max_epochs: int = 10_000) -> ModelPlan:
+def plan_model(
+    spec: TrainingSpec,
+    meta: DatasetMeta,
+    *,
+    max_units: int = 65_536,
+    max_layers: int = 200,
+    max_epochs: int = 10_000,
+) -> ModelPlan:
     """Resolve defaults, infer shapes and parameter counts; raise SpecInvalid with field paths."""
     errors: list[ErrorDetail] = []
     model = spec.model
     if len(model.layers) > max_layers:
-        errors.append(ErrorDetail(("model", "layers"),
-                                  f"Expected at most {max_layers} layers. "
-                                  f"Received: {len(model.layers)}"))
+        errors.append(
+            ErrorDetail(
+                ("model", "layers"),
+                f"Expected at most {max_layers} layers. Received: {len(model.layers)}",
+            )
+        )
     if spec.epochs > max_epochs:
         errors.append(ErrorDetail(("epochs",), f"Expected at most {max_epochs} epochs."))
 
@@ -139,8 +156,7 @@ def plan_model(spec: TrainingSpec, meta: DatasetMeta, *, max_units: int = 65_536
         if layer.type == "dense":
             cfg = _resolved_dense(layer, model.defaults)
             if layer.units > max_units:
-                errors.append(ErrorDetail((*loc, "units"),
-                                          f"Expected at most {max_units} units."))
+                errors.append(ErrorDetail((*loc, "units"), f"Expected at most {max_units} units."))
             fan_in = shape[-1] if shape else 1
             trainable = fan_in * layer.units + (layer.units if layer.use_bias else 0)
             shape = (*shape[:-1], layer.units)
@@ -158,8 +174,11 @@ def plan_model(spec: TrainingSpec, meta: DatasetMeta, *, max_units: int = 65_536
 
     total = sum(p.trainable_params + p.non_trainable_params for p in plans)
     if total > MAX_PARAMS:
-        errors.append(ErrorDetail(("model", "layers"),
-                                  f"Expected at most {MAX_PARAMS} parameters. Received: {total}"))
+        errors.append(
+            ErrorDetail(
+                ("model", "layers"), f"Expected at most {MAX_PARAMS} parameters. Received: {total}"
+            )
+        )
     if errors:
         raise SpecInvalid(errors)
 
@@ -176,16 +195,26 @@ def _last_units_loc(spec: TrainingSpec) -> tuple[str | int, ...]:
     return ("model", "layers")
 
 
-def _check_head(spec: TrainingSpec, meta: DatasetMeta, plans: list[LayerPlan],
-                shape: tuple[int, ...], out_act: str) -> tuple[str, list[str]]:
+def _check_head(
+    spec: TrainingSpec,
+    meta: DatasetMeta,
+    plans: list[LayerPlan],
+    shape: tuple[int, ...],
+    out_act: str,
+) -> tuple[str, list[str]]:
     if len(shape) != 1:
-        raise SpecInvalid([ErrorDetail(
-            ("model", "layers"),
-            f"Expected the model's output to be one vector per row. Received: output shape "
-            f"{list(shape)}; add a flatten layer before the dense layers.")])
+        raise SpecInvalid(
+            [
+                ErrorDetail(
+                    ("model", "layers"),
+                    f"Expected the model's output to be one vector per row. Received: output shape "
+                    f"{list(shape)}; add a flatten layer before the dense layers.",
+                )
+            ]
+        )
     units = shape[0]
     units_loc = _last_units_loc(spec)
-    loss = spec.loss
+    loss: str | None = spec.loss
     if meta.task == "classification":
         n = meta.n_classes or 2
         if loss is None:
@@ -194,70 +223,129 @@ def _check_head(spec: TrainingSpec, meta: DatasetMeta, plans: list[LayerPlan],
             elif units == 1 and n == 2 and out_act == "sigmoid":
                 loss = "binary_crossentropy"
             else:
-                raise SpecInvalid([ErrorDetail(
-                    units_loc,
-                    f"Expected an output of {n} softmax units for this {n}-class data set"
-                    + (" (or 1 sigmoid unit)" if n == 2 else "")
-                    + f". Received: units={units}, activation={out_act}")])
+                raise SpecInvalid(
+                    [
+                        ErrorDetail(
+                            units_loc,
+                            f"Expected an output of {n} softmax units for this {n}-class data set"
+                            + (" (or 1 sigmoid unit)" if n == 2 else "")
+                            + f". Received: units={units}, activation={out_act}",
+                        )
+                    ]
+                )
         elif loss in REGRESSION_LOSSES:
-            raise SpecInvalid([ErrorDetail(
-                ("loss",), f"Expected a classification loss for a classification data set. "
-                           f"Received: loss={loss}")])
+            raise SpecInvalid(
+                [
+                    ErrorDetail(
+                        ("loss",),
+                        f"Expected a classification loss for a classification data set. "
+                        f"Received: loss={loss}",
+                    )
+                ]
+            )
         elif loss == "binary_crossentropy":
             if units != 1 or n != 2 or out_act != "sigmoid":
-                raise SpecInvalid([ErrorDetail(
-                    units_loc, "Expected 1 sigmoid output unit and a 2-class data set for "
-                               f"binary_crossentropy. Received: units={units}, "
-                               f"activation={out_act}, classes={n}")])
+                raise SpecInvalid(
+                    [
+                        ErrorDetail(
+                            units_loc,
+                            "Expected 1 sigmoid output unit and a 2-class data set for "
+                            f"binary_crossentropy. Received: units={units}, "
+                            f"activation={out_act}, classes={n}",
+                        )
+                    ]
+                )
         else:
             if units != n:
-                raise SpecInvalid([ErrorDetail(
-                    units_loc, f"Expected {n} output units for this {n}-class data set. "
-                               f"Received: units={units}")])
+                raise SpecInvalid(
+                    [
+                        ErrorDetail(
+                            units_loc,
+                            f"Expected {n} output units for this {n}-class data set. "
+                            f"Received: units={units}",
+                        )
+                    ]
+                )
             if out_act != "softmax":
-                raise SpecInvalid([ErrorDetail(
-                    ("model", "layers", len(spec.model.layers) - 1),
-                    f"Expected a softmax output for {loss}. Received: activation={out_act}")])
+                raise SpecInvalid(
+                    [
+                        ErrorDetail(
+                            ("model", "layers", len(spec.model.layers) - 1),
+                            f"Expected a softmax output for {loss}. Received: activation={out_act}",
+                        )
+                    ]
+                )
         default_metrics = ["accuracy"]
     else:
         if loss is None:
             loss = "mean_squared_error"
         elif loss in CLASSIFICATION_LOSSES:
-            raise SpecInvalid([ErrorDetail(
-                ("loss",), f"Expected a regression loss (mse, mae, huber) for a regression "
-                           f"data set. Received: loss={loss}")])
+            raise SpecInvalid(
+                [
+                    ErrorDetail(
+                        ("loss",),
+                        f"Expected a regression loss (mse, mae, huber) for a regression "
+                        f"data set. Received: loss={loss}",
+                    )
+                ]
+            )
         if units != meta.output_dim:
-            raise SpecInvalid([ErrorDetail(
-                units_loc, f"Expected {meta.output_dim} output units for this regression data "
-                           f"set. Received: units={units}")])
+            raise SpecInvalid(
+                [
+                    ErrorDetail(
+                        units_loc,
+                        f"Expected {meta.output_dim} output units for this regression data "
+                        f"set. Received: units={units}",
+                    )
+                ]
+            )
         if out_act in ("softmax", "sigmoid"):
-            raise SpecInvalid([ErrorDetail(
-                ("model", "layers", len(spec.model.layers) - 1),
-                f"Expected a linear output for regression. Received: activation={out_act}")])
+            raise SpecInvalid(
+                [
+                    ErrorDetail(
+                        ("model", "layers", len(spec.model.layers) - 1),
+                        f"Expected a linear output for regression. Received: activation={out_act}",
+                    )
+                ]
+            )
         default_metrics = ["mae"]
-    metrics = list(spec.metrics) if spec.metrics is not None else default_metrics
+    metrics: list[str] = list(spec.metrics) if spec.metrics is not None else default_metrics
     for i, metric in enumerate(metrics):
         if meta.task == "regression" and metric in ("accuracy", "auc"):
-            raise SpecInvalid([ErrorDetail(
-                ("metrics", i), f"Expected a regression metric. Received: {metric}")])
+            raise SpecInvalid(
+                [ErrorDetail(("metrics", i), f"Expected a regression metric. Received: {metric}")]
+            )
         if metric == "auc" and not (units == 1 and out_act == "sigmoid"):
-            raise SpecInvalid([ErrorDetail(
-                ("metrics", i), "Expected a single sigmoid output for auc.")])
+            raise SpecInvalid(
+                [ErrorDetail(("metrics", i), "Expected a single sigmoid output for auc.")]
+            )
     return loss, metrics
 
 
 def _check_training(spec: TrainingSpec, meta: DatasetMeta, metrics: list[str]) -> None:
     n_val = int(meta.n_samples * spec.validation_split)
     if spec.validation_split > 0 and n_val < 1:
-        raise SpecInvalid([ErrorDetail(
-            ("validation_split",), f"Expected at least one validation row. Received: "
-                                   f"{meta.n_samples} rows x {spec.validation_split}")])
+        raise SpecInvalid(
+            [
+                ErrorDetail(
+                    ("validation_split",),
+                    f"Expected at least one validation row. Received: "
+                    f"{meta.n_samples} rows x {spec.validation_split}",
+                )
+            ]
+        )
     if meta.n_samples - n_val < 1:
         raise SpecInvalid([ErrorDetail(("validation_split",), "Expected training rows to remain.")])
     if spec.early_stopping is not None:
         monitor = spec.early_stopping.monitor
         base = monitor.removeprefix("val_")
         if base != "loss" and base not in metrics:
-            raise SpecInvalid([ErrorDetail(
-                ("early_stopping", "monitor"),
-                f"Expected loss, a metric of the spec, or their val_ form. Received: {monitor}")])
+            raise SpecInvalid(
+                [
+                    ErrorDetail(
+                        ("early_stopping", "monitor"),
+                        "Expected loss, a metric of the spec, or their val_ form. "
+                        f"Received: {monitor}",
+                    )
+                ]
+            )

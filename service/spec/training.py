@@ -21,8 +21,14 @@ SPEC_VERSION = 1
 BUILTIN_DATASETS = ("digits", "iris", "breast_cancer", "wine")
 
 LossName = Literal[
-    "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
-    "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber",
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+    "mean_squared_error",
+    "mse",
+    "mean_absolute_error",
+    "mae",
+    "huber",
 ]
 MetricName = Literal["accuracy", "mae", "mse", "rmse", "auc"]
 
