@@ -9,6 +9,8 @@ from typing import Any
 
 import keras
 
+from worker.custom_layers import RReLU
+
 
 def initializer(value: str | dict[str, Any]) -> keras.initializers.Initializer:
     if isinstance(value, dict):
@@ -81,6 +83,10 @@ def build_prelu(cfg: dict[str, Any], name: str) -> keras.layers.Layer:
     return keras.layers.PReLU(name=name)
 
 
+def build_rrelu(cfg: dict[str, Any], name: str) -> keras.layers.Layer:
+    return RReLU(lower=cfg["lower"], upper=cfg["upper"], name=name)
+
+
 LAYER_BUILDERS: dict[str, Callable[[dict[str, Any], str], keras.layers.Layer]] = {
     "dense": build_dense,
     "flatten": build_flatten,
@@ -90,4 +96,5 @@ LAYER_BUILDERS: dict[str, Callable[[dict[str, Any], str], keras.layers.Layer]] =
     "activation": build_activation,
     "leaky_relu": build_leaky_relu,
     "prelu": build_prelu,
+    "rrelu": build_rrelu,
 }

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from worker import optimizers  # noqa: F401  (registers OneCycle before a model loads)
+from worker import custom_layers, optimizers  # noqa: F401  (registered before a model loads)
 from worker.runtime import init_keras
 
 EPS = 1e-12

@@ -140,6 +140,7 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     plan = plan_model(
         spec, meta, max_units=s.max_units, max_layers=s.max_layers, max_epochs=s.max_epochs
     )
+    spec = plan.spec  # with its preset applied
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     train_idx, val_idx = split(meta.n_samples, spec.validation_split, spec.seed)

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from service.spec.common import (
     ActivationName,
@@ -82,8 +82,32 @@ class PReLU(Strict):
     name: str | None = _NAME
 
 
+class RReLU(Strict):
+    type: Literal["rrelu"] = Field(
+        description="Randomized leaky ReLU: slope drawn in [lower, upper] per value while "
+        "training, their mean at inference."
+    )
+    lower: FiniteFloat = Field(1 / 8, ge=0, le=1, description="Smallest negative slope.")
+    upper: FiniteFloat = Field(1 / 3, ge=0, le=1, description="Largest negative slope.")
+    name: str | None = _NAME
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RReLU":
+        if self.lower > self.upper:
+            raise ValueError("Expected lower <= upper.")
+        return self
+
+
 LayerSpec = Annotated[
-    Dense | Flatten | BatchNormalization | Dropout | AlphaDropout | Activation | LeakyReLU | PReLU,
+    Dense
+    | Flatten
+    | BatchNormalization
+    | Dropout
+    | AlphaDropout
+    | Activation
+    | LeakyReLU
+    | PReLU
+    | RReLU,
     Field(discriminator="type"),
 ]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from service.errors import ErrorDetail, SpecInvalid
 from service.spec.layers import DROPOUT_TYPES
+from service.spec.presets import apply_preset
 from service.spec.training import TrainingSpec
 
 CLASS_NAMES = {
@@ -21,6 +22,7 @@ CLASS_NAMES = {
     "activation": "Activation",
     "leaky_relu": "LeakyReLU",
     "prelu": "PReLU",
+    "rrelu": "RReLU",
 }
 CLASSIFICATION_LOSSES = {
     "sparse_categorical_crossentropy",
@@ -54,6 +56,7 @@ class LayerPlan:
 
 @dataclass
 class ModelPlan:
+    spec: TrainingSpec  # with its preset applied: what the worker trains
     layers: list[LayerPlan]
     loss: str
     metrics: list[str]
@@ -115,6 +118,7 @@ def plan_model(
     max_epochs: int = 10_000,
 ) -> ModelPlan:
     """Resolve defaults, infer shapes and parameter counts; raise SpecInvalid with field paths."""
+    spec = apply_preset(spec)
     errors: list[ErrorDetail] = []
     model = spec.model
     if len(model.layers) > max_layers:
@@ -185,7 +189,7 @@ def plan_model(
     out_act = _output_activation(plans)
     loss, metrics = _check_head(spec, meta, plans, shape, out_act)
     _check_training(spec, meta, metrics)
-    return ModelPlan(plans, loss, metrics, out_act, spec.epochs)
+    return ModelPlan(spec, plans, loss, metrics, out_act, spec.epochs)
 
 
 def _last_units_loc(spec: TrainingSpec) -> tuple[str | int, ...]:

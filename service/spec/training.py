@@ -72,7 +72,10 @@ def _refuse_until_supported(value: Any) -> Any:
 
 class ModelSpec(Strict):
     preset: Literal["default", "self_normalizing"] | None = Field(
-        None, description="A preset configuration (not supported by this server yet)."
+        None,
+        description="default: He init, ELU, batch norm when deep, early stopping; "
+        "self_normalizing: LeCun init, SELU, standardised inputs, alpha dropout. Fills what "
+        "the spec leaves open and refuses what contradicts it.",
     )
     defaults: LayerDefaults = Field(
         default_factory=LayerDefaults, description="Applied to every dense layer unless it says."
@@ -81,8 +84,6 @@ class ModelSpec(Strict):
         True, description="Start the model with a Normalization layer adapted on training rows."
     )
     layers: list[LayerSpec] = Field(min_length=1, description="The layers, input to output.")
-
-    _no_preset = field_validator("preset", mode="before")(_refuse_until_supported)
 
 
 class EarlyStopping(Strict):
