@@ -75,6 +75,7 @@ def create_job(
         attempts=0,
         epoch=0,
         cancel_requested=False,
+        warnings=[],
     )
     session.add(job)
     session.flush()

@@ -4,7 +4,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
@@ -69,6 +79,22 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class JobDiagnostics(Base):
+    """Gradient health of one epoch of one job."""
+
+    __tablename__ = "job_diagnostics"
+    __table_args__ = (UniqueConstraint("job_id", "epoch"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer)
+    layers: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    flags: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
 class TrainedModel(Base):

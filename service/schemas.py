@@ -51,6 +51,7 @@ class JobRead(BaseModel):
     model_id: str | None
     attempts: int
     resumed_from_epoch: int | None
+    warnings: list[dict[str, Any]]
     spec_version: int
     spec: dict[str, Any]
 
@@ -70,6 +71,7 @@ class JobRead(BaseModel):
             model_id=row.model_id,
             attempts=row.attempts,
             resumed_from_epoch=row.resumed_from_epoch,
+            warnings=row.warnings or [],
             spec_version=row.spec_version,
             spec=row.spec,
         )

@@ -12,8 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from service.app import create_app
-from service.db import upgrade_database
+from service.artifacts import ArtifactStore
+from service.db import make_engine, make_session_factory, upgrade_database
 from service.settings import Settings
+from worker.context import WorkerContext
 
 PG_ADMIN_URL = os.environ.get(
     "KTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -58,6 +60,21 @@ def settings(tmp_path: Path) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> WorkerContext:
+    """The worker's context on the same database and artifact folder as `client`."""
+    engine = make_engine(settings.resolved_database_url())
+    return WorkerContext(
+        settings, make_session_factory(engine), ArtifactStore(settings.resolved_artifact_dir())
+    )
+
+
+def submit(client: TestClient, spec: dict[str, Any]) -> str:
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
 
 
 @pytest.fixture

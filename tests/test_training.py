@@ -11,27 +11,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.artifacts import ArtifactStore
-from service.db import make_engine, make_session_factory
-from service.settings import Settings
-from tests.conftest import make_spec
+from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
 from worker.predict import Predictor
 from worker.training import run_job
-
-
-@pytest.fixture
-def ctx(settings: Settings) -> WorkerContext:
-    engine = make_engine(settings.resolved_database_url())
-    return WorkerContext(
-        settings, make_session_factory(engine), ArtifactStore(settings.resolved_artifact_dir())
-    )
-
-
-def submit(client: TestClient, spec: dict[str, Any]) -> str:
-    r = client.post("/v1/jobs", json=spec)
-    assert r.status_code == 202, r.text
-    return str(r.json()["id"])
 
 
 def test_job_trains_stores_model_and_history(client: TestClient, ctx: WorkerContext) -> None:

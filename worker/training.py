@@ -13,18 +13,19 @@ from typing import Any
 
 import keras
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from service import datasets
 from service.errors import ApiError
 from service.jobs import TERMINAL
-from service.models import Job, TrainedModel, new_id, utcnow
+from service.models import Job, JobDiagnostics, TrainedModel, new_id, utcnow
 from service.spec import TrainingSpec
 from service.spec.plan import plan_model
 from service.spec.training import BuiltinDataset
-from worker.build import build_model, compile_model
+from worker.build import LOSSES, build_model, compile_model
 from worker.callbacks import EpochRecorder, StopAtBatchEnd, StopSignal
 from worker.context import WorkerContext
+from worker.diagnostics import GradientHealth
 from worker.optimizers import performance_callback
 from worker.summary import has_dropout, model_summary
 
@@ -36,6 +37,7 @@ DIVERGED_HINT = (
     "initialiser (he_normal with ReLU/ELU, lecun_normal with SELU)."
 )
 CANCEL_POLL_SECONDS = 0.5
+PROBE_ROWS = 256  # rows of the fixed batch that gradient health is measured on
 
 
 class JobFailed(Exception):
@@ -57,7 +59,8 @@ def _claim(ctx: WorkerContext, job_id: str) -> dict[str, Any] | None:
             return None
         job.status, job.started_at = "running", utcnow()
         job.attempts += 1
-        job.epoch, job.history, job.error = 0, {}, None
+        job.epoch, job.history, job.error, job.warnings = 0, {}, None, []
+        session.execute(delete(JobDiagnostics).where(JobDiagnostics.job_id == job_id))
         session.commit()
         return dict(job.spec)
 
@@ -165,8 +168,26 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
             )
             session.commit()
 
+    def report_health(
+        epoch: int, layers: list[dict[str, Any]], found: list[dict[str, Any]]
+    ) -> None:
+        with ctx.session_factory() as session:
+            session.add(JobDiagnostics(job_id=job_id, epoch=epoch, layers=layers, flags=found))
+            if found:
+                job = session.scalar(select(Job).where(Job.id == job_id))
+                assert job is not None
+                known = {w["code"] for w in job.warnings or []}
+                new = [f for f in found if f["code"] not in known]
+                if new:
+                    job.warnings = [*(job.warnings or []), *new]
+            session.commit()
+
     deadline = started + spec.max_runtime_seconds if spec.max_runtime_seconds else None
+    probe = slice(0, min(PROBE_ROWS, len(X_train)))
     callbacks: list[keras.callbacks.Callback] = [
+        GradientHealth(
+            X_train[probe], y_train[probe], LOSSES.get(plan.loss, plan.loss), report_health
+        ),
         EpochRecorder(history, signal, report),
         StopAtBatchEnd(signal, deadline),
     ]

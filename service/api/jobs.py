@@ -9,10 +9,11 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 
 from service import jobs
 from service.api.deps import CeleryDep, SessionDep, SettingsDep
-from service.models import Job
+from service.models import Job, JobDiagnostics
 from service.queue import enqueue_training
 from service.schemas import JobRead, Page, ValidateResult
 from service.spec import TrainingSpec
@@ -82,6 +83,21 @@ def cancel_job(job_id: str, session: SessionDep) -> JobRead:
     job = jobs.cancel_job(session, job_id)
     session.commit()
     return JobRead.of(job)
+
+
+@router.get("/{job_id}/diagnostics")
+def job_diagnostics(job_id: str, session: SessionDep) -> dict[str, Any]:
+    """Gradient health per epoch and layer, with vanishing/exploding flags and hints."""
+    job = jobs.get_job(session, job_id)
+    rows = session.scalars(
+        select(JobDiagnostics).where(JobDiagnostics.job_id == job.id).order_by(JobDiagnostics.epoch)
+    )
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "flags": job.warnings or [],
+        "epochs": [{"epoch": r.epoch, "layers": r.layers, "flags": r.flags} for r in rows],
+    }
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
