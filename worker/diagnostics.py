@@ -40,32 +40,38 @@ def _activation_name(layer: keras.layers.Layer) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _gradients(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, loss_fn: Callable[[Any, Any], Any]
-) -> list[np.ndarray]:
+def _forward_and_gradients(
+    probe: keras.Model, x: np.ndarray, y: np.ndarray, loss_fn: Callable[[Any, Any], Any]
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Every layer's output and the loss gradient of every trainable weight, in one pass."""
+    variables = probe.trainable_variables
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=False))
-        grads = tape.gradient(loss, model.trainable_variables)
-        return [
-            np.zeros(v.shape) if g is None else np.asarray(g)
-            for g, v in zip(grads, model.trainable_variables, strict=True)
-        ]
-    if backend == "jax":
+            outputs = probe(x, training=False)
+            loss = loss_fn(y, outputs[-1])
+        grads = tape.gradient(loss, variables)
+    elif backend == "jax":
         import jax
 
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
+        non_trainable = [v.value for v in probe.non_trainable_variables]
 
         def loss_of(tv: list[Any]) -> Any:
-            y_pred, _ = model.stateless_call(tv, non_trainable, x, training=False)
-            return loss_fn(y, y_pred)
+            outs, _ = probe.stateless_call(tv, non_trainable, x, training=False)
+            return loss_fn(y, outs[-1]), outs
 
-        return [np.asarray(g) for g in jax.grad(loss_of)(trainable)]
-    raise NotImplementedError(f"gradient diagnostics on the {backend} backend")
+        (_, outputs), grads = jax.value_and_grad(loss_of, has_aux=True)(
+            [v.value for v in variables]
+        )
+    else:
+        raise NotImplementedError(f"gradient diagnostics on the {backend} backend")
+    by_path = {
+        v.path: np.zeros(v.shape) if g is None else np.asarray(g)
+        for v, g in zip(variables, grads, strict=True)
+    }
+    return [np.asarray(keras.ops.convert_to_numpy(o)) for o in outputs], by_path
 
 
 def _norm(arrays: list[np.ndarray]) -> float | None:
@@ -87,12 +93,10 @@ def measure(
     loss_fn: Callable[[Any, Any], Any],
 ) -> list[dict[str, Any]]:
     """One record per layer: norms, activation mean/std, saturated and dead fractions."""
-    outputs = probe(x, training=False)
-    grads = _gradients(model, x, y, loss_fn)
-    by_path = {v.path: g for v, g in zip(model.trainable_variables, grads, strict=True)}
+    outputs, by_path = _forward_and_gradients(probe, x, y, loss_fn)
     records = []
     for layer, out in zip(model.layers, outputs, strict=True):
-        a = np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64)
+        a = out.astype(np.float64)
         weights = [np.asarray(keras.ops.convert_to_numpy(w)) for w in layer.trainable_weights]
         layer_grads = [by_path[w.path] for w in layer.trainable_weights if w.path in by_path]
         act = _activation_name(layer)
