@@ -21,12 +21,18 @@ from worker.diagnostics import GradientHealth  # noqa: E402
 
 def model() -> keras.Model:
     keras.utils.set_random_seed(1)
-    m = keras.Sequential([
-        keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.BatchNormalization(),
-        keras.layers.Dense(300, activation="elu", kernel_initializer="he_normal"),
-        keras.layers.BatchNormalization(),
-        keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"),
-        keras.layers.BatchNormalization(), keras.layers.Dense(10, activation="softmax")])
+    m = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(300, activation="elu", kernel_initializer="he_normal"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     m.compile(optimizer="nadam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return m
 
@@ -55,8 +61,9 @@ def main() -> None:
         for kind in times:
             callbacks = []
             if kind == "diagnostics":
-                callbacks = [Timed(X[:256], y[:256], "sparse_categorical_crossentropy",
-                                            lambda *a: None)]
+                callbacks = [
+                    Timed(X[:256], y[:256], "sparse_categorical_crossentropy", lambda *a: None)
+                ]
             m = model()
             started = time.perf_counter()
             m.fit(X, y, epochs=args.epochs, batch_size=32, verbose=0, callbacks=callbacks)

@@ -33,16 +33,39 @@ def dataset_meta(session: Session, spec: TrainingSpec) -> tuple[DatasetMeta, dic
     return meta, {"id": row.id}
 
 
+def base_model_row(session: Session, spec: TrainingSpec, meta: DatasetMeta) -> TrainedModel | None:
+    """The model named by spec.base_model, checked against the data set's input shape."""
+    if spec.base_model is None:
+        return None
+    loc = ("base_model", "model_id")
+    row = session.scalar(select(TrainedModel).where(TrainedModel.id == spec.base_model.model_id))
+    if row is None:
+        raise SpecInvalid([ErrorDetail(loc, "No model has this id.")])
+    if tuple(row.input_shape) != tuple(meta.input_shape):
+        raise SpecInvalid(
+            [
+                ErrorDetail(
+                    loc,
+                    f"Expected a base model that takes rows of shape {list(meta.input_shape)}. "
+                    f"Received: a model for rows of shape {row.input_shape}",
+                )
+            ]
+        )
+    return row
+
+
 def plan_spec(
     session: Session, spec: TrainingSpec, settings: Settings
 ) -> tuple[ModelPlan, DatasetMeta]:
     meta, _ = dataset_meta(session, spec)
+    base = base_model_row(session, spec, meta)
     plan = plan_model(
         spec,
         meta,
         max_units=settings.max_units,
         max_layers=settings.max_layers,
         max_epochs=settings.max_epochs,
+        base_layers=base.summary["layers"] if base else None,
     )
     return plan, meta
 

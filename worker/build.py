@@ -28,13 +28,33 @@ def adapted_normalization(X_train: np.ndarray) -> keras.layers.Normalization:
     return layer
 
 
+def cloned_layers(base: keras.Model) -> list[keras.layers.Layer]:
+    """Copies of the base model's layers with its weights: training them never changes it.
+
+    (`Sequential(base.layers[:-1] + head)` would share the layers, and training would change
+    the base model; `clone_model` alone gives fresh weights.)
+    """
+    clone = keras.models.clone_model(base)
+    clone.set_weights(base.get_weights())
+    for layer in clone.layers:
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()  # its mean/variance tensors are derived from the weights
+    return list(clone.layers)
+
+
 def build_model(
-    plan: ModelPlan, input_shape: tuple[int, ...], X_train: np.ndarray | None
+    plan: ModelPlan,
+    input_shape: tuple[int, ...],
+    X_train: np.ndarray | None,
+    base: keras.Model | None = None,
 ) -> keras.Sequential:
     """The Sequential model of the plan; the Normalization layer is adapted on X_train."""
-    layers: list[Any] = [keras.Input(shape=input_shape, name="input")]
+    layers: list[Any] = [keras.Input(shape=input_shape)]
+    reused = cloned_layers(base) if base is not None else []
     for layer in plan.layers:
-        if layer.type == "normalization":
+        if layer.type == "reused":
+            layers.append(reused.pop(0))
+        elif layer.type == "normalization":
             if X_train is None:
                 raise ValueError("normalize_inputs needs the training rows")
             layers.append(adapted_normalization(X_train))

@@ -172,6 +172,8 @@ class GradientHealth(keras.callbacks.Callback):
         report: Callable[[int, list[dict[str, Any]], list[dict[str, Any]]], None],
     ) -> None:
         super().__init__()
+        if y.ndim == 1 and loss != "sparse_categorical_crossentropy":
+            y = y.reshape(-1, 1)  # as `fit` does: one target column per output unit
         self.x, self.y = x, y
         per_row = keras.losses.get(loss)
         self.loss_fn = lambda y_true, y_pred: keras.ops.mean(per_row(y_true, y_pred))
@@ -179,9 +181,14 @@ class GradientHealth(keras.callbacks.Callback):
         self.probe: keras.Model | None = None
 
     def on_train_begin(self, logs: Any = None) -> None:
-        self.probe = keras.Model(
-            self.model.inputs[0], [layer.output for layer in self.model.layers]
-        )
+        # Call the layers anew rather than reading `layer.output`: a reused (cloned) layer's
+        # first output belongs to the graph it was cloned in.
+        inputs = keras.Input(tuple(self.model.inputs[0].shape[1:]))
+        x, outputs = inputs, []
+        for layer in self.model.layers:
+            x = layer(x)
+            outputs.append(x)
+        self.probe = keras.Model(inputs, outputs)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         assert self.probe is not None

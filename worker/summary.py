@@ -14,6 +14,10 @@ def model_summary(model: keras.Model) -> dict[str, Any]:
     layers = []
     for layer in model.layers:
         shape = layer.output.shape
+        was = layer.trainable
+        layer.trainable = True  # state such as batch-norm statistics never trains
+        own = _count(layer.non_trainable_weights)
+        layer.trainable = was
         layers.append(
             {
                 "name": layer.name,
@@ -21,6 +25,9 @@ def model_summary(model: keras.Model) -> dict[str, Any]:
                 "output_shape": [None if d is None else int(d) for d in shape],
                 "params": int(layer.count_params()) if layer.built else 0,
                 "trainable": bool(layer.trainable),
+                "trainable_params": _count(layer.trainable_weights),
+                "non_trainable_params": _count(layer.non_trainable_weights),
+                "own_non_trainable_params": own,
             }
         )
     trainable = _count(model.trainable_weights)

@@ -17,11 +17,11 @@ from sqlalchemy import delete, select, update
 
 from service import datasets
 from service.errors import ApiError
-from service.jobs import TERMINAL
+from service.jobs import TERMINAL, base_model_row, get_dataset
 from service.models import Job, JobDiagnostics, TrainedModel, new_id, utcnow
 from service.spec import TrainingSpec
 from service.spec.plan import plan_model
-from service.spec.training import BuiltinDataset
+from service.spec.training import BuiltinDataset, Phase
 from worker.build import LOSSES, build_model, compile_model
 from worker.callbacks import EpochRecorder, StopAtBatchEnd, StopSignal
 from worker.context import WorkerContext
@@ -100,8 +100,6 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
 def load_arrays(ctx: WorkerContext, spec: TrainingSpec) -> datasets.Arrays:
     if isinstance(spec.dataset, BuiltinDataset):
         return datasets.load_builtin(spec.dataset.builtin)
-    from service.jobs import get_dataset
-
     with ctx.session_factory() as session:
         key = get_dataset(session, spec.dataset.id).artifact_key
     return datasets.from_npz_bytes(ctx.store.read_bytes(key))
@@ -140,8 +138,22 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     arrays = load_arrays(ctx, spec)
     meta = datasets.describe(arrays)
     s = ctx.settings
+    base_model, base_layers = None, None
+    if spec.base_model is not None:
+        with ctx.session_factory() as session:
+            row = base_model_row(session, spec, meta)
+            assert row is not None
+            base_layers, base_key = row.summary["layers"], row.artifact_key
+        base_model = keras.saving.load_model(
+            ctx.store.path(base_key), compile=False, safe_mode=True
+        )
     plan = plan_model(
-        spec, meta, max_units=s.max_units, max_layers=s.max_layers, max_epochs=s.max_epochs
+        spec,
+        meta,
+        max_units=s.max_units,
+        max_layers=s.max_layers,
+        max_epochs=s.max_epochs,
+        base_layers=base_layers,
     )
     spec = plan.spec  # with its preset applied
     if spec.seed is not None:
@@ -152,9 +164,10 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     y_train, y_val = y_all[train_idx], y_all[val_idx]
     has_val = len(val_idx) > 0
 
-    model = build_model(plan, meta.input_shape, X_train if spec.model.normalize_inputs else None)
+    normalize = spec.model.normalize_inputs and base_model is None
+    model = build_model(plan, meta.input_shape, X_train if normalize else None, base_model)
+    reused = model.layers[: sum(1 for layer in plan.layers if layer.type == "reused")]
     steps = math.ceil(len(X_train) / spec.batch_size)
-    compile_model(model, spec, plan, steps * plan.epochs)
 
     signal = StopSignal()
     history: dict[str, list[float | None]] = {}
@@ -191,9 +204,6 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
         EpochRecorder(history, signal, report),
         StopAtBatchEnd(signal, deadline),
     ]
-    perf = performance_callback(spec, has_val)
-    if perf is not None:
-        callbacks.append(perf)
     early_stopping = None
     if spec.early_stopping is not None:
         es = spec.early_stopping
@@ -211,16 +221,35 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     watcher = threading.Thread(target=_watch_cancel, args=(ctx, job_id, signal, done), daemon=True)
     watcher.start()
     try:
-        model.fit(
-            X_train,
-            y_train,
-            validation_data=(X_val, y_val) if has_val else None,
-            epochs=plan.epochs,
-            batch_size=spec.batch_size,
-            shuffle=True,
-            verbose=0,
-            callbacks=callbacks,
-        )
+        epochs_done = 0
+        for phase in phases(spec):
+            freeze = phase.freeze_base
+            if freeze is None:
+                freeze = spec.base_model.freeze if spec.base_model else False
+            for layer in reused:
+                layer.trainable = not freeze
+            phase_spec = spec
+            if phase.learning_rate is not None:
+                optimizer = spec.optimizer.model_copy(update={"learning_rate": phase.learning_rate})
+                phase_spec = spec.model_copy(update={"optimizer": optimizer, "lr_schedule": None})
+            # a new optimizer and a compile for every phase: Keras fixes which weights
+            # train at compile time, and a trainable change without it is silently ignored
+            compile_model(model, phase_spec, plan, steps * phase.epochs)
+            perf = performance_callback(phase_spec, has_val)
+            model.fit(
+                X_train,
+                y_train,
+                validation_data=(X_val, y_val) if has_val else None,
+                initial_epoch=epochs_done,
+                epochs=epochs_done + phase.epochs,
+                batch_size=spec.batch_size,
+                shuffle=True,
+                verbose=0,
+                callbacks=callbacks + ([perf] if perf is not None else []),
+            )
+            epochs_done += phase.epochs
+            if signal.reason is not None:
+                break
     finally:
         done.set()
         watcher.join()
@@ -251,6 +280,7 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
             TrainedModel(
                 id=model_id,
                 job_id=job_id,
+                base_model_id=spec.base_model.model_id if spec.base_model else None,
                 backend=keras.backend.backend(),
                 task=meta.task,
                 n_classes=meta.n_classes,
@@ -268,6 +298,10 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
         )
         session.commit()
     return "succeeded"
+
+
+def phases(spec: TrainingSpec) -> list[Phase]:
+    return list(spec.phases) if spec.phases else [Phase(epochs=spec.epochs)]
 
 
 def final_metrics(

@@ -23,6 +23,7 @@ CLASS_NAMES = {
     "leaky_relu": "LeakyReLU",
     "prelu": "PReLU",
     "rrelu": "RReLU",
+    "normalization": "Normalization",
 }
 CLASSIFICATION_LOSSES = {
     "sparse_categorical_crossentropy",
@@ -74,12 +75,10 @@ class ModelPlan:
             "layers": [
                 {
                     "name": layer.name,
-                    "class_name": "Normalization"
-                    if layer.type == "normalization"
-                    else CLASS_NAMES[layer.type],
+                    "class_name": layer.config.get("class_name") or CLASS_NAMES[layer.type],
                     "output_shape": [None, *layer.output_shape],
                     "params": layer.trainable_params + layer.non_trainable_params,
-                    "trainable": True,
+                    "trainable": not layer.config.get("frozen", False),
                 }
                 for layer in self.layers
             ],
@@ -116,8 +115,12 @@ def plan_model(
     max_units: int = 65_536,
     max_layers: int = 200,
     max_epochs: int = 10_000,
+    base_layers: list[dict[str, Any]] | None = None,
 ) -> ModelPlan:
-    """Resolve defaults, infer shapes and parameter counts; raise SpecInvalid with field paths."""
+    """Resolve defaults, infer shapes and parameter counts; raise SpecInvalid with field paths.
+
+    `base_layers` is the stored summary of `spec.base_model`, whose first layers are reused.
+    """
     spec = apply_preset(spec)
     errors: list[ErrorDetail] = []
     model = spec.model
@@ -128,12 +131,17 @@ def plan_model(
                 f"Expected at most {max_layers} layers. Received: {len(model.layers)}",
             )
         )
-    if spec.epochs > max_epochs:
-        errors.append(ErrorDetail(("epochs",), f"Expected at most {max_epochs} epochs."))
+    epochs = spec.total_epochs()
+    if epochs > max_epochs:
+        where = ("phases",) if spec.phases else ("epochs",)
+        errors.append(ErrorDetail(where, f"Expected at most {max_epochs} epochs in all."))
 
     shape = tuple(meta.input_shape)
     plans: list[LayerPlan] = []
-    if model.normalize_inputs:
+    if spec.base_model is not None:
+        plans = _reused_layers(spec, base_layers or [])
+        shape = plans[-1].output_shape
+    elif model.normalize_inputs:
         size = math.prod(shape)
         plans.append(LayerPlan("normalization", "normalization", {}, shape, 0, 2 * size + 1))
 
@@ -189,7 +197,43 @@ def plan_model(
     out_act = _output_activation(plans)
     loss, metrics = _check_head(spec, meta, plans, shape, out_act)
     _check_training(spec, meta, metrics)
-    return ModelPlan(spec, plans, loss, metrics, out_act, spec.epochs)
+    return ModelPlan(spec, plans, loss, metrics, out_act, epochs)
+
+
+def _reused_layers(spec: TrainingSpec, base_layers: list[dict[str, Any]]) -> list[LayerPlan]:
+    """The base model's first layers, counted with the trainability of the last phase."""
+    ref = spec.base_model
+    assert ref is not None
+    count = len(base_layers) - 1 if ref.reuse_layers == "all_but_last" else ref.reuse_layers
+    if count < 1 or count > len(base_layers):
+        raise SpecInvalid(
+            [
+                ErrorDetail(
+                    ("base_model", "reuse_layers"),
+                    f"Expected between 1 and {len(base_layers)} layers (the base model has "
+                    f"{len(base_layers)}). Received: {ref.reuse_layers}",
+                )
+            ]
+        )
+    frozen = ref.freeze
+    if spec.phases and spec.phases[-1].freeze_base is not None:
+        frozen = spec.phases[-1].freeze_base
+    plans = []
+    for layer in base_layers[:count]:
+        params = int(layer["params"])
+        own = int(layer.get("own_non_trainable_params", 0))
+        trainable, non_trainable = (0, params) if frozen else (params - own, own)
+        plans.append(
+            LayerPlan(
+                layer["name"],
+                "reused",
+                {"class_name": layer["class_name"], "frozen": frozen},
+                tuple(int(d) for d in layer["output_shape"][1:]),
+                trainable,
+                non_trainable,
+            )
+        )
+    return plans
 
 
 def _last_units_loc(spec: TrainingSpec) -> tuple[str | int, ...]:

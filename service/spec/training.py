@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from service.spec.common import (
     ActivationName,
@@ -98,15 +98,50 @@ class EarlyStopping(Strict):
     restore_best_weights: bool = Field(True, description="Keep the best epoch's weights.")
 
 
+class BaseModelRef(Strict):
+    model_id: str = Field(min_length=1, max_length=64, description="A trained model's id.")
+    reuse_layers: Literal["all_but_last"] | Annotated[int, Field(ge=1)] = Field(
+        "all_but_last",
+        description="Reuse all its layers but the last, or its first N (input layer not counted).",
+    )
+    clone: bool = Field(
+        True, description="Copy the layers with their weights; the stored model never changes."
+    )
+    freeze: bool = Field(True, description="Reused layers are frozen unless phases say otherwise.")
+
+    @field_validator("clone")
+    @classmethod
+    def _clone_only(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError(
+                "Expected clone: true. Sharing the layers (clone: false) would let training "
+                "this job change the stored base model's weights and predictions, which this "
+                "service never does to a stored model."
+            )
+        return value
+
+
+class Phase(Strict):
+    epochs: int = Field(ge=1, description="Epochs of this phase.")
+    freeze_base: bool | None = Field(
+        None, description="Freeze the reused layers in this phase; default base_model.freeze."
+    )
+    learning_rate: FiniteFloat | None = Field(
+        None, gt=0, description="Replaces optimizer.learning_rate and lr_schedule in this phase."
+    )
+
+
 class TrainingSpec(Strict):
+    """The request body of POST /v1/jobs."""
+
     name: str | None = Field(None, max_length=200, description="Free-form job name.")
     dataset: DatasetSpec = Field(description='{"builtin": NAME} or {"id": DATASET_ID}.')
     validation_split: FiniteFloat = Field(
         0.1, ge=0, lt=1, description="Fraction of rows held out for validation."
     )
     model: ModelSpec = Field(description="The architecture.")
-    base_model: dict[str, Any] | None = Field(
-        None, description="Transfer learning (not supported by this server yet)."
+    base_model: BaseModelRef | None = Field(
+        None, description="Transfer learning: start from a trained model's first layers."
     )
     optimizer: OptimizerSpec = Field(
         default_factory=lambda: Nadam(type="nadam"), description="The optimizer."
@@ -127,13 +162,25 @@ class TrainingSpec(Strict):
     max_runtime_seconds: int | None = Field(
         None, ge=1, le=30 * 24 * 3600, description="Wall-clock limit of the job."
     )
-    phases: list[dict[str, Any]] | None = Field(
-        None, description="Training phases (not supported by this server yet)."
+    phases: list[Phase] | None = Field(
+        None,
+        min_length=1,
+        max_length=20,
+        description="Train in phases (e.g. frozen head first, then fine-tune); replaces epochs.",
     )
     pruning: dict[str, Any] | None = Field(
         None, description="Magnitude pruning (not supported by this server yet)."
     )
 
-    _not_yet = field_validator("base_model", "phases", "pruning", mode="before")(
-        _refuse_until_supported
-    )
+    _not_yet = field_validator("pruning", mode="before")(_refuse_until_supported)
+
+    @model_validator(mode="after")
+    def _phases_need_a_base_to_freeze(self) -> "TrainingSpec":
+        if self.phases and self.base_model is None:
+            for phase in self.phases:
+                if phase.freeze_base is not None:
+                    raise ValueError("Expected base_model when a phase sets freeze_base.")
+        return self
+
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases) if self.phases else self.epochs
