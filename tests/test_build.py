@@ -248,3 +248,24 @@ def test_optimizer_matches_hand_written(
     ours.pop("name")
     theirs.pop("name")
     assert ours == theirs
+
+
+def test_one_cycle_sgd_equals_keras_sgd_when_momentum_does_not_cycle() -> None:
+    from worker.optimizers import OneCycleSGD
+
+    def trained(optimizer: keras.optimizers.Optimizer) -> list[np.ndarray]:
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(optimizer=optimizer, loss="mse")
+        x = np.random.default_rng(0).random((64, 4)).astype("float32")
+        model.fit(x, x[:, :3], epochs=2, batch_size=16, verbose=0, shuffle=False)
+        return model.get_weights()
+
+    ours = trained(
+        OneCycleSGD(total_steps=8, min_momentum=0.9, learning_rate=0.1, momentum=0.9, nesterov=True)
+    )
+    theirs = trained(keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True))
+    for a, b in zip(ours, theirs, strict=True):
+        assert np.allclose(a, b, atol=1e-6)
+    restored = OneCycleSGD.from_config(OneCycleSGD(total_steps=8, momentum=0.9).get_config())
+    assert restored.total_steps == 8 and restored.min_momentum == 0.85

@@ -164,6 +164,11 @@ def test_one_cycle_rises_then_falls(client: TestClient, ctx: WorkerContext) -> N
     peak = int(np.argmax(lrs))
     assert 2 <= peak <= 5 and max(lrs) == pytest.approx(0.05, rel=0.15)
     assert lrs[-1] < 0.005 / 10
+    # momentum cycles inversely: lowest where the rate peaks, back at 0.9 at the end
+    momentum = client.get(f"/v1/jobs/{job_id}").json()["history"]["momentum"]
+    assert int(np.argmin(momentum)) == peak
+    assert min(momentum) == pytest.approx(0.85, abs=0.01)
+    assert momentum[-1] == pytest.approx(0.9)
 
 
 def test_performance_schedule_reduces_on_plateau(client: TestClient, ctx: WorkerContext) -> None:

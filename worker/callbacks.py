@@ -67,6 +67,10 @@ class EpochRecorder(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(_float(value))
         lr = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         self.history.setdefault("learning_rate", []).append(_float(lr))
+        current_momentum = getattr(self.model.optimizer, "current_momentum", None)
+        if current_momentum is not None:
+            momentum = keras.ops.convert_to_numpy(current_momentum())
+            self.history.setdefault("momentum", []).append(_float(momentum))
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.signal.set("diverged")

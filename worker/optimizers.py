@@ -58,6 +58,53 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="kts")
+class OneCycleSGD(keras.optimizers.SGD):
+    """SGD whose momentum cycles inversely to the 1cycle learning rate (Smith 2018).
+
+    Keras reads SGD's momentum as a constant, so this subclass computes it from the step
+    count inside the update: from max to min over the first 45% of steps, back to max over the
+    next 45%, then held at max.
+    """
+
+    def __init__(self, total_steps: int = 1, min_momentum: float = 0.85, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.total_steps = int(total_steps)
+        self.min_momentum = float(min_momentum)
+
+    def current_momentum(self, step: Any = None) -> Any:
+        ops = keras.ops
+        step = ops.cast(self.iterations if step is None else step, "float32")
+        half = max(1.0, 0.45 * self.total_steps)
+        top, low = self.momentum, self.min_momentum
+        down = top - (top - low) * step / half
+        up = low + (top - low) * (step - half) / half
+        return ops.where(step < half, down, ops.where(step < 2 * half, up, top))
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        ops = keras.ops
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        m = self.momentums[self._get_variable_index(variable)]
+        momentum = ops.cast(self.current_momentum(), variable.dtype)
+        step = ops.subtract(ops.multiply(m, momentum), ops.multiply(gradient, learning_rate))
+        self.assign(m, step)
+        if self.nesterov:
+            self.assign_add(
+                variable,
+                ops.subtract(ops.multiply(m, momentum), ops.multiply(gradient, learning_rate)),
+            )
+        else:
+            self.assign_add(variable, m)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "total_steps": self.total_steps,
+            "min_momentum": self.min_momentum,
+        }
+
+
 def learning_rate(spec: TrainingSpec, total_steps: int) -> Any:
     """A float, or a schedule object stepping once per batch over the whole job."""
     lr0 = spec.optimizer.learning_rate
@@ -79,6 +126,15 @@ def learning_rate(spec: TrainingSpec, total_steps: int) -> Any:
 def build_optimizer(spec: TrainingSpec, total_steps: int) -> keras.optimizers.Optimizer:
     cfg = spec.optimizer.model_dump(exclude={"type"}, exclude_none=True)
     cfg["learning_rate"] = learning_rate(spec, total_steps)
+    sched = spec.lr_schedule
+    if (
+        spec.optimizer.type == "sgd"
+        and cfg["momentum"] > 0
+        and sched is not None
+        and sched.type == "one_cycle"
+        and sched.min_momentum < cfg["momentum"]
+    ):
+        return OneCycleSGD(total_steps=total_steps, min_momentum=sched.min_momentum, **cfg)
     return OPTIMIZERS[spec.optimizer.type](**cfg)
 
 

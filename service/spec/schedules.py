@@ -58,6 +58,13 @@ class OneCycle(Strict):
     last_learning_rate: FiniteFloat | None = Field(
         None, gt=0, description="Final rate; default start_learning_rate / 1000."
     )
+    min_momentum: FiniteFloat = Field(
+        0.85,
+        ge=0,
+        lt=1,
+        description="With SGD momentum m, momentum cycles inversely from m down to this and "
+        "back while the rate rises and falls.",
+    )
 
 
 ScheduleSpec = Annotated[
