@@ -256,3 +256,25 @@ def test_mc_dropout_keeps_batch_norm_in_inference(client: TestClient, ctx: Worke
     assert not np.array_equal(a, predictor.sample(X, 30, seed=2))
     assert a.std(axis=0).max() > 0
     assert np.array_equal(predictor.predict(X), predictor.predict(X))
+
+
+@pytest.mark.parametrize("loss", ["mae", "huber", "mean_squared_error"])
+def test_regression_losses_train(client: TestClient, ctx: WorkerContext, loss: str) -> None:
+    spec = make_spec(
+        dataset={"id": upload_regression(client)},
+        epochs=20,
+        loss=loss,
+        metrics=["mae", "rmse"],
+        optimizer={"type": "adam", "learning_rate": 0.01},
+        model={
+            "layers": [
+                {"type": "dense", "units": 16, "activation": "relu"},
+                {"type": "dense", "units": 1},
+            ]
+        },
+    )
+    job_id = submit(client, spec)
+    assert run_job(ctx, job_id) == "succeeded"
+    history = client.get(f"/v1/jobs/{job_id}").json()["history"]
+    assert {"mae", "rmse", "val_mae", "val_rmse"} <= set(history)
+    assert history["val_mae"][-1] < history["val_mae"][0] / 2
