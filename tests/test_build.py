@@ -47,6 +47,22 @@ HAND_WRITTEN: list[tuple[str, dict[str, Any], keras.layers.Layer]] = [
         {"type": "dense", "units": 50, "activation": "elu", "kernel_initializer": "he_normal"},
         keras.layers.Dense(50, activation="elu", kernel_initializer="he_normal"),
     ),
+    *[
+        (
+            f"dense {act} {init}",
+            {"type": "dense", "units": 16, "activation": act, "kernel_initializer": init},
+            keras.layers.Dense(16, activation=act, kernel_initializer=init),
+        )
+        for act, init in [
+            ("relu", "he_uniform"),
+            ("selu", "lecun_normal"),
+            ("tanh", "glorot_normal"),
+            ("gelu", "lecun_uniform"),
+            ("swish", "he_normal"),
+            ("leaky_relu", "he_normal"),
+            ("softplus", "glorot_uniform"),
+        ]
+    ],
     (
         "dense logistic",
         {"type": "dense", "units": 20, "activation": "logistic"},
