@@ -27,7 +27,9 @@ from worker.callbacks import EpochRecorder, StopAtBatchEnd, StopSignal
 from worker.context import WorkerContext
 from worker.diagnostics import GradientHealth
 from worker.optimizers import performance_callback
+from worker.predict import Predictor
 from worker.summary import has_dropout, model_summary
+from worker.uncertainty import measure as measure_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +271,11 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     if metrics.get("loss") is None:
         raise JobFailed("diverged", DIVERGED_HINT)
 
+    uncertainty = None
+    if has_val and has_dropout(model):
+        uncertainty = measure_uncertainty(Predictor(model, meta.task), X_val, y_val, meta.task,
+                                          spec.uncertainty_samples, spec.seed)
+
     model_id = new_id()
     key = f"models/{model_id}/model.keras"
     with tempfile.TemporaryDirectory() as tmp:
@@ -288,6 +295,7 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
                 has_dropout=has_dropout(model),
                 summary=model_summary(model),
                 metrics=metrics,
+                uncertainty=uncertainty,
                 artifact_key=key,
             )
         )

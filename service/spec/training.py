@@ -159,6 +159,13 @@ class TrainingSpec(Strict):
     seed: int | None = Field(
         None, ge=0, le=2**31 - 1, description="Seed for weights, split and shuffling."
     )
+    uncertainty_samples: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="MC Dropout samples used to measure uncertainty quality on the validation "
+        "rows after training (models with dropout only).",
+    )
     max_runtime_seconds: int | None = Field(
         None, ge=1, le=30 * 24 * 3600, description="Wall-clock limit of the job."
     )
