@@ -8,6 +8,7 @@ import numpy as np
 
 from service.errors import ErrorDetail, SpecInvalid
 from service.models import TrainedModel
+from service.schemas import PredictRequest
 
 _lock = threading.Lock()
 
@@ -58,11 +59,11 @@ def to_array(instances: list[Any], input_shape: list[int]) -> np.ndarray:
     return X
 
 
-def predict_rows(
-    state: Any, row: TrainedModel, instances: list[Any], mc_samples: int, seed: int | None
-) -> list[Any]:
-    X = to_array(instances, row.input_shape)
+def predict_rows(state: Any, row: TrainedModel, body: PredictRequest) -> list[Any]:
+    X = to_array(body.instances, row.input_shape)
     predictor = get_predictor(state, row)
-    if mc_samples == 0:
+    if body.mc_samples == 0:
         return predictor.predict(X).tolist()  # type: ignore[no-any-return]
-    return predictor.predict_mc(X, mc_samples, seed)  # type: ignore[no-any-return]
+    return predictor.predict_mc(  # type: ignore[no-any-return]
+        X, body.mc_samples, body.seed, return_samples=body.return_samples, interval=body.interval
+    )

@@ -129,3 +129,11 @@ class PredictRequest(BaseModel):
     instances: list[Any] = Field(min_length=1, description="Rows, as TensorFlow Serving takes.")
     mc_samples: int = Field(0, ge=0, description="Monte-Carlo-Dropout samples; 0 = plain.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Makes MC answers repeatable.")
+    return_samples: bool = Field(False, description="Also return the raw draws per instance.")
+    interval: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="Regression: central interval of the MC samples (0.9: 5% and 95% quantiles).",
+    )

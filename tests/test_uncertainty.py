@@ -49,12 +49,14 @@ def test_dropout_model_stores_uncertainty(client: TestClient, ctx: WorkerContext
 
 
 def test_model_without_dropout_has_no_uncertainty(client: TestClient, ctx: WorkerContext) -> None:
-    spec = make_spec(epochs=1, model={"layers": [
-        {"type": "dense", "units": 10, "activation": "softmax"}]})
+    spec = make_spec(
+        epochs=1, model={"layers": [{"type": "dense", "units": 10, "activation": "softmax"}]}
+    )
     job_id = submit(client, spec)
     assert run_job(ctx, job_id) == "succeeded"
     model_id = client.get(f"/v1/jobs/{job_id}").json()["model_id"]
     assert client.get(f"/v1/models/{model_id}").json()["uncertainty"] is None
-    r = client.post(f"/v1/models/{model_id}/predict", json={"instances": [[0] * 64],
-                                                            "mc_samples": 10})
+    r = client.post(
+        f"/v1/models/{model_id}/predict", json={"instances": [[0] * 64], "mc_samples": 10}
+    )
     assert r.status_code == 422 and "dropout" in r.json()["error"]["message"]

@@ -123,9 +123,24 @@ class Predictor:
                 draws.append(out.reshape(n, b, -1))
             return np.concatenate(draws, axis=1)
 
-    def predict_mc(self, X: np.ndarray, n: int, seed: int | None) -> list[dict[str, Any]]:
+    def predict_mc(
+        self,
+        X: np.ndarray,
+        n: int,
+        seed: int | None,
+        return_samples: bool = False,
+        interval: float | None = None,
+    ) -> list[dict[str, Any]]:
         draws = self.sample(X, n, seed).astype(np.float64)
-        return summarise(draws, self.task)
+        rows = summarise(draws, self.task)
+        if interval is not None:
+            low, high = np.quantile(draws, [(1 - interval) / 2, (1 + interval) / 2], axis=0)
+            for row, lo, hi in zip(rows, low, high, strict=True):
+                row["interval"] = {"level": interval, "lower": lo.tolist(), "upper": hi.tolist()}
+        if return_samples:
+            for i, row in enumerate(rows):
+                row["samples"] = draws[:, i, :].tolist()
+        return rows
 
 
 def summarise(draws: np.ndarray, task: str) -> list[dict[str, Any]]:

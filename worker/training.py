@@ -273,8 +273,14 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
 
     uncertainty = None
     if has_val and has_dropout(model):
-        uncertainty = measure_uncertainty(Predictor(model, meta.task), X_val, y_val, meta.task,
-                                          spec.uncertainty_samples, spec.seed)
+        uncertainty = measure_uncertainty(
+            Predictor(model, meta.task),
+            X_val,
+            y_val,
+            meta.task,
+            spec.uncertainty_samples,
+            spec.seed,
+        )
 
     model_id = new_id()
     key = f"models/{model_id}/model.keras"

@@ -51,13 +51,22 @@ def regression_scores(draws: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
-def measure(predictor: Predictor, X_val: np.ndarray, y_val: np.ndarray, task: str,
-            mc_samples: int, seed: int | None) -> dict[str, Any]:
+def measure(
+    predictor: Predictor,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    task: str,
+    mc_samples: int,
+    seed: int | None,
+) -> dict[str, Any]:
     """The `uncertainty` object stored with a model that has dropout layers."""
     plain = predictor.predict(X_val).astype(np.float64)
     draws = predictor.sample(X_val, mc_samples, seed).astype(np.float64)
-    result: dict[str, Any] = {"split": "validation", "mc_samples": mc_samples,
-                              "rows": int(len(X_val))}
+    result: dict[str, Any] = {
+        "split": "validation",
+        "mc_samples": mc_samples,
+        "rows": int(len(X_val)),
+    }
     if task == "classification":
         labels = y_val.argmax(axis=1) if y_val.ndim == 2 else y_val.astype(np.int64)
         result["plain"] = classification_scores(plain, labels)

@@ -75,10 +75,23 @@ async def predict(
             ]
         )
 
+    if body.interval is not None and row.task != "regression":
+        raise SpecInvalid(
+            [
+                ErrorDetail(
+                    ("interval",),
+                    "Expected interval for regression models only; classifiers report entropy.",
+                )
+            ]
+        )
+    if (body.return_samples or body.interval is not None) and body.mc_samples == 0:
+        field = "return_samples" if body.return_samples else "interval"
+        raise SpecInvalid([ErrorDetail((field,), "Expected mc_samples > 0 with this option.")])
+
     def run() -> list[Any]:
         from service.predictions import predict_rows  # loads Keras on first use
 
-        return predict_rows(request.app.state, row, body.instances, body.mc_samples, body.seed)
+        return predict_rows(request.app.state, row, body)
 
     predictions = await anyio.to_thread.run_sync(run)
     return {"predictions": predictions, "mc_samples": body.mc_samples, "model_id": model_id}
