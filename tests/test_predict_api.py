@@ -3,7 +3,6 @@
 from typing import Any
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -72,26 +71,24 @@ def test_interval_for_regression(client: TestClient, ctx: WorkerContext) -> None
     assert pred["interval"]["level"] == 0.8 and lo < pred["mean"][0] < hi
 
 
-@pytest.mark.parametrize(
-    ("body", "loc"),
-    [
-        ({"instances": [[0] * 64], "mc_samples": 10_001}, ["mc_samples"]),
-        ({"instances": [[0] * 64], "mc_samples": -1}, ["mc_samples"]),
-        ({"instances": []}, ["instances"]),
-        ({"instances": [[0] * 63]}, ["instances"]),
-        ({"instances": [[0] * 64, [0] * 63]}, ["instances"]),
-        ({"instances": [["a"] * 64]}, ["instances"]),
-        ({"instances": [[0] * 64], "extra": 1}, ["extra"]),
-        ({"instances": [[0] * 64], "interval": 1.5}, ["interval"]),
-    ],
-)
-def test_bad_predict_requests_are_422(
-    client: TestClient, ctx: WorkerContext, body: dict[str, Any], loc: list[Any]
-) -> None:
+BAD_REQUESTS: list[tuple[dict[str, Any], list[Any]]] = [
+    ({"instances": [[0] * 64], "mc_samples": 10_001}, ["mc_samples"]),
+    ({"instances": [[0] * 64], "mc_samples": -1}, ["mc_samples"]),
+    ({"instances": []}, ["instances"]),
+    ({"instances": [[0] * 63]}, ["instances"]),
+    ({"instances": [[0] * 64, [0] * 63]}, ["instances"]),
+    ({"instances": [["a"] * 64]}, ["instances"]),
+    ({"instances": [[0] * 64], "extra": 1}, ["extra"]),
+    ({"instances": [[0] * 64], "interval": 1.5}, ["interval"]),
+]
+
+
+def test_bad_predict_requests_are_422(client: TestClient, ctx: WorkerContext) -> None:
     model_id = trained(client, ctx)
-    r = client.post(f"/v1/models/{model_id}/predict", json=body)
-    assert r.status_code == 422, r.text
-    assert r.json()["error"]["details"][0]["loc"] == loc
+    for body, loc in BAD_REQUESTS:
+        r = client.post(f"/v1/models/{model_id}/predict", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["error"]["details"][0]["loc"] == loc
 
 
 def test_infinite_inputs_are_422(client: TestClient, ctx: WorkerContext) -> None:
