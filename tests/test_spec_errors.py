@@ -149,7 +149,11 @@ CASES: list[tuple[str, dict[str, Any], list[Any]]] = [
         make_spec(early_stopping={"patience": 2, "wait": 1}),
         ["early_stopping", "wait"],
     ),
-    ("pruning not supported yet", make_spec(pruning={"target_sparsity": 0.5}), ["pruning"]),
+    (
+        "clone false",
+        make_spec(base_model={"model_id": "m", "clone": False}),
+        ["base_model", "clone"],
+    ),
     (
         "duplicate layer names",
         make_spec(

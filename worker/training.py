@@ -28,6 +28,7 @@ from worker.context import WorkerContext
 from worker.diagnostics import GradientHealth
 from worker.optimizers import performance_callback
 from worker.predict import Predictor
+from worker.pruning import MagnitudePruning, sparsity_report
 from worker.summary import has_dropout, model_summary
 from worker.uncertainty import measure as measure_uncertainty
 
@@ -219,6 +220,17 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
         )
         callbacks.append(early_stopping)
 
+    pruning = None
+    if spec.pruning is not None:
+        p = spec.pruning
+        pruning = MagnitudePruning(
+            p.target_sparsity,
+            p.begin_epoch * steps,
+            (p.end_epoch or plan.epochs) * steps,
+            p.frequency,
+        )
+        callbacks.append(pruning)  # last: it re-applies its masks after early stopping
+
     done = threading.Event()
     watcher = threading.Thread(target=_watch_cancel, args=(ctx, job_id, signal, done), daemon=True)
     watcher.start()
@@ -302,6 +314,9 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
                 summary=model_summary(model),
                 metrics=metrics,
                 uncertainty=uncertainty,
+                pruning=sparsity_report(model, spec.pruning.target_sparsity)
+                if spec.pruning
+                else None,
                 artifact_key=key,
             )
         )

@@ -64,12 +64,6 @@ class LayerDefaults(Strict):
     kernel_constraint: MaxNorm | None = Field(None, description="Default kernel constraint.")
 
 
-def _refuse_until_supported(value: Any) -> Any:
-    if value is not None:
-        raise ValueError("Expected null: this server does not support this field yet.")
-    return value
-
-
 class ModelSpec(Strict):
     preset: Literal["default", "self_normalizing"] | None = Field(
         None,
@@ -131,6 +125,19 @@ class Phase(Strict):
     )
 
 
+class Pruning(Strict):
+    target_sparsity: FiniteFloat = Field(
+        gt=0, lt=1, description="Fraction of every dense kernel's weights set to exactly zero."
+    )
+    begin_epoch: int = Field(0, ge=0, description="Epoch (from 0) at whose start pruning begins.")
+    end_epoch: int | None = Field(
+        None, ge=1, description="Epoch at whose start the target is reached; default: epochs."
+    )
+    frequency: int = Field(
+        100, ge=1, le=100_000, description="Batches between recomputations of the masks."
+    )
+
+
 class TrainingSpec(Strict):
     """The request body of POST /v1/jobs."""
 
@@ -175,18 +182,23 @@ class TrainingSpec(Strict):
         max_length=20,
         description="Train in phases (e.g. frozen head first, then fine-tune); replaces epochs.",
     )
-    pruning: dict[str, Any] | None = Field(
-        None, description="Magnitude pruning (not supported by this server yet)."
+    pruning: Pruning | None = Field(
+        None,
+        description="Magnitude pruning of every dense kernel along a cubic ramp during training.",
     )
 
-    _not_yet = field_validator("pruning", mode="before")(_refuse_until_supported)
-
     @model_validator(mode="after")
-    def _phases_need_a_base_to_freeze(self) -> "TrainingSpec":
+    def _consistent(self) -> "TrainingSpec":
         if self.phases and self.base_model is None:
             for phase in self.phases:
                 if phase.freeze_base is not None:
                     raise ValueError("Expected base_model when a phase sets freeze_base.")
+        if self.pruning is not None:
+            end = self.pruning.end_epoch or self.total_epochs()
+            if not self.pruning.begin_epoch < end <= self.total_epochs():
+                raise ValueError(
+                    "Expected pruning.begin_epoch < pruning.end_epoch <= the job's epochs."
+                )
         return self
 
     def total_epochs(self) -> int:
