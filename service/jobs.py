@@ -87,6 +87,7 @@ def create_job(
             return existing, False
     job = Job(
         name=spec.name or "job",
+        kind="train",
         status="queued",
         spec=spec.model_dump(mode="json"),
         spec_version=SPEC_VERSION,
@@ -129,6 +130,22 @@ def get_model(session: Session, model_id: str) -> TrainedModel:
     if row is None:
         raise NotFound(f"No model has id {model_id[:64]}.")
     return row
+
+
+def training_job_of(session: Session, model: TrainedModel) -> Job | None:
+    """The training job whose data a model (or the model it was derived from) learned on."""
+    seen = set()
+    row: TrainedModel | None = model
+    while row is not None and row.id not in seen:
+        seen.add(row.id)
+        if row.job_id is not None:
+            job = session.scalar(select(Job).where(Job.id == row.job_id))
+            if job is not None and job.kind == "train":
+                return job
+        if row.base_model_id is None:
+            return None
+        row = session.scalar(select(TrainedModel).where(TrainedModel.id == row.base_model_id))
+    return None
 
 
 def get_dataset(session: Session, dataset_id: str) -> Dataset:

@@ -62,6 +62,7 @@ class Job(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), default="train")  # train | optimize
     status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_version: Mapped[int] = mapped_column(Integer, default=1)
@@ -115,6 +116,7 @@ class TrainedModel(Base):
     metrics: Mapped[dict[str, float | None]] = mapped_column(JSON, default=dict)
     uncertainty: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     pruning: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    optimization: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     artifact_key: Mapped[str] = mapped_column(String(300))
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -12,6 +12,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 TRAIN_TASK = "kts.train"
+OPTIMIZE_TASK = "kts.optimize"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -45,10 +46,14 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def enqueue_training(app: Celery, settings: Settings, job_id: str) -> bool:
-    """Send the train task for a committed job; False when the broker cannot be reached."""
+    return enqueue(app, settings, TRAIN_TASK, job_id)
+
+
+def enqueue(app: Celery, settings: Settings, task: str, job_id: str) -> bool:
+    """Send a task for a committed job; False when the broker cannot be reached."""
     try:
         app.send_task(
-            TRAIN_TASK,
+            task,
             args=[job_id],
             queue=settings.queue,
             retry=True,

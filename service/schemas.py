@@ -40,6 +40,7 @@ class Progress(BaseModel):
 class JobRead(BaseModel):
     id: str
     name: str
+    kind: str
     status: str
     created_at: datetime
     started_at: datetime | None
@@ -60,6 +61,7 @@ class JobRead(BaseModel):
         return cls(
             id=row.id,
             name=row.name,
+            kind=row.kind,
             status=row.status,
             created_at=row.created_at,
             started_at=row.started_at,
@@ -87,6 +89,7 @@ class ModelRead(BaseModel):
     base_model_id: str | None
     uncertainty: dict[str, Any] | None
     pruning: dict[str, Any] | None
+    optimization: dict[str, Any] | None
     task: str
     n_classes: int | None
     input_shape: list[int]
@@ -103,6 +106,7 @@ class ModelRead(BaseModel):
             base_model_id=row.base_model_id,
             uncertainty=row.uncertainty,
             pruning=row.pruning,
+            optimization=row.optimization,
             task=row.task,
             n_classes=row.n_classes,
             input_shape=row.input_shape,

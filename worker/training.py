@@ -50,7 +50,7 @@ class JobFailed(Exception):
         self.message = message
 
 
-def _claim(ctx: WorkerContext, job_id: str) -> dict[str, Any] | None:
+def _claim(ctx: WorkerContext, job_id: str) -> tuple[str, dict[str, Any]] | None:
     """Mark the job running; None when it is unknown, ended or cancelled (harmless redelivery)."""
     with ctx.session_factory() as session:
         job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
@@ -65,7 +65,7 @@ def _claim(ctx: WorkerContext, job_id: str) -> dict[str, Any] | None:
         job.epoch, job.history, job.error, job.warnings = 0, {}, None, []
         session.execute(delete(JobDiagnostics).where(JobDiagnostics.job_id == job_id))
         session.commit()
-        return dict(job.spec)
+        return job.kind, dict(job.spec)
 
 
 def _finish(ctx: WorkerContext, job_id: str, **values: Any) -> None:
@@ -75,11 +75,16 @@ def _finish(ctx: WorkerContext, job_id: str, **values: Any) -> None:
 
 
 def run_job(ctx: WorkerContext, job_id: str) -> str:
-    """Train one job; returns its final status (or 'skipped')."""
-    spec_data = _claim(ctx, job_id)
-    if spec_data is None:
+    """Run one job (train or optimize); returns its final status (or 'skipped')."""
+    claimed = _claim(ctx, job_id)
+    if claimed is None:
         return "skipped"
+    kind, spec_data = claimed
     try:
+        if kind == "optimize":
+            from worker.optimize import run_optimize
+
+            return run_optimize(ctx, job_id, spec_data)
         return _train(ctx, job_id, TrainingSpec.model_validate(spec_data))
     except JobFailed as exc:
         _finish(ctx, job_id, status="failed", error={"code": exc.code, "message": exc.message})

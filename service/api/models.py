@@ -7,9 +7,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from service import jobs
-from service.api.deps import SessionDep, SettingsDep, StoreDep
+from service.api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from service.errors import ErrorDetail, SpecInvalid
-from service.schemas import ModelRead, PredictRequest
+from service.models import Job
+from service.optimize import OptimizeRequest, fold_plan, keras_layers
+from service.queue import OPTIMIZE_TASK, enqueue
+from service.schemas import JobRead, ModelRead, PredictRequest
+from service.spec import SPEC_VERSION
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -32,6 +36,42 @@ def download_model(
     return FileResponse(
         store.path(row.artifact_key), media_type="application/zip", filename=f"{model_id}.keras"
     )
+
+
+@router.post("/{model_id}/optimize", status_code=202, response_model=JobRead)
+def optimize_model(
+    model_id: str,
+    body: OptimizeRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    celery: CeleryDep,
+) -> JobRead:
+    """Queue a job that derives a new model (folded, pruned or smaller weights)."""
+    row = jobs.get_model(session, model_id)
+    if body.fold_batch_norm:
+        fold_plan(keras_layers(store.path(row.artifact_key)))
+    if body.prune is not None and jobs.training_job_of(session, row) is None:
+        raise SpecInvalid([ErrorDetail(("prune",), "No training rows are known for this model.")])
+    epochs = body.prune.epochs if body.prune else 1
+    job = Job(
+        name=f"optimize {model_id}",
+        kind="optimize",
+        status="queued",
+        spec={"source_model_id": model_id, **body.model_dump(mode="json")},
+        spec_version=SPEC_VERSION,
+        epochs=epochs,
+        history={},
+        metrics={},
+        attempts=0,
+        epoch=0,
+        cancel_requested=False,
+        warnings=[],
+    )
+    session.add(job)
+    session.commit()
+    enqueue(celery, settings, OPTIMIZE_TASK, job.id)
+    return JobRead.of(job)
 
 
 @router.post("/{model_id}/predict")
