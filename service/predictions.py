@@ -2,6 +2,7 @@
 
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,3 +68,29 @@ def predict_rows(state: Any, row: TrainedModel, body: PredictRequest) -> list[An
     return predictor.predict_mc(  # type: ignore[no-any-return]
         X, body.mc_samples, body.seed, return_samples=body.return_samples, interval=body.interval
     )
+
+
+_export_lock = threading.Lock()
+
+
+def export_path(state: Any, row: TrainedModel, fmt: str, quantize: str | None) -> Path:
+    """The export file, made on first request and kept in the artifact store."""
+    from worker.export import ExportUnavailable, saved_model_zip, tflite
+
+    name = "saved_model.zip" if fmt == "saved_model" else f"model-{quantize or 'float32'}.tflite"
+    key = f"models/{row.id}/exports/{name}"
+    path = state.store.path(key)
+    with _export_lock:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            predictor = get_predictor(state, row)
+            tmp = path.with_name(f".tmp-{name}")
+            try:
+                if fmt == "saved_model":
+                    saved_model_zip(predictor, tmp)
+                else:
+                    tflite(predictor, tmp, quantize)
+            except ExportUnavailable as exc:
+                raise SpecInvalid([ErrorDetail(("format",), str(exc))]) from None
+            tmp.replace(path)
+    return path  # type: ignore[no-any-return]

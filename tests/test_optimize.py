@@ -20,8 +20,9 @@ def trained(client: TestClient, ctx: WorkerContext, **spec: Any) -> dict[str, An
     return dict(client.get(f"/v1/models/{model_id}").json())
 
 
-def optimized(client: TestClient, ctx: WorkerContext, model_id: str,
-              body: dict[str, Any]) -> dict[str, Any]:
+def optimized(
+    client: TestClient, ctx: WorkerContext, model_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
     r = client.post(f"/v1/models/{model_id}/optimize", json=body)
     assert r.status_code == 202, r.text
     job = r.json()
@@ -36,17 +37,23 @@ def plain(client: TestClient, model_id: str, X: list[Any]) -> np.ndarray:
     return np.asarray(r.json()["predictions"])
 
 
-BN_FIRST = {"layers": [  # BN after a linear dense (folds backwards), then BN after ELU (forwards)
-    {"type": "dense", "units": 32, "use_bias": False}, {"type": "batch_normalization"},
-    {"type": "activation", "activation": "elu"},
-    {"type": "dense", "units": 16, "activation": "elu"}, {"type": "batch_normalization"},
-    {"type": "dropout", "rate": 0.2},
-    {"type": "dense", "units": 10, "activation": "softmax"}]}
+BN_FIRST = {
+    "layers": [  # BN after a linear dense (folds backwards), then BN after ELU (forwards)
+        {"type": "dense", "units": 32, "use_bias": False},
+        {"type": "batch_normalization"},
+        {"type": "activation", "activation": "elu"},
+        {"type": "dense", "units": 16, "activation": "elu"},
+        {"type": "batch_normalization"},
+        {"type": "dropout", "rate": 0.2},
+        {"type": "dense", "units": 10, "activation": "softmax"},
+    ]
+}
 
 
 @pytest.mark.parametrize("model", [None, BN_FIRST])
-def test_fold_batch_norm_matches_the_source(client: TestClient, ctx: WorkerContext,
-                                            model: dict[str, Any] | None) -> None:
+def test_fold_batch_norm_matches_the_source(
+    client: TestClient, ctx: WorkerContext, model: dict[str, Any] | None
+) -> None:
     source = trained(client, ctx, **({"model": model} if model else {}))
     path = ctx.store.path(f"models/{source['id']}/model.keras")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -65,15 +72,24 @@ def test_fold_batch_norm_matches_the_source(client: TestClient, ctx: WorkerConte
 
 
 def test_unfoldable_batch_norm_is_422(client: TestClient, ctx: WorkerContext) -> None:
-    source = trained(client, ctx, model={"layers": [
-        {"type": "dense", "units": 16, "activation": "elu"}, {"type": "batch_normalization"},
-        {"type": "activation", "activation": "tanh"},
-        {"type": "dense", "units": 10, "activation": "softmax"}]})
+    source = trained(
+        client,
+        ctx,
+        model={
+            "layers": [
+                {"type": "dense", "units": 16, "activation": "elu"},
+                {"type": "batch_normalization"},
+                {"type": "activation", "activation": "tanh"},
+                {"type": "dense", "units": 10, "activation": "softmax"},
+            ]
+        },
+    )
     r = client.post(f"/v1/models/{source['id']}/optimize", json={"fold_batch_norm": True})
     assert r.status_code == 422
     assert r.json()["error"]["details"][0]["loc"] == ["fold_batch_norm"]
-    no_bn = trained(client, ctx, model={"layers": [
-        {"type": "dense", "units": 10, "activation": "softmax"}]})
+    no_bn = trained(
+        client, ctx, model={"layers": [{"type": "dense", "units": 10, "activation": "softmax"}]}
+    )
     r = client.post(f"/v1/models/{no_bn['id']}/optimize", json={"fold_batch_norm": True})
     assert r.status_code == 422
     assert client.post(f"/v1/models/{no_bn['id']}/optimize", json={}).status_code == 422
@@ -83,9 +99,16 @@ def test_unfoldable_batch_norm_is_422(client: TestClient, ctx: WorkerContext) ->
 
 @pytest.mark.parametrize("weights", ["float16", "int8"])
 def test_smaller_weights(client: TestClient, ctx: WorkerContext, weights: str) -> None:
-    source = trained(client, ctx, model={"layers": [
-        {"type": "dense", "units": 256, "activation": "relu"},
-        {"type": "dense", "units": 10, "activation": "softmax"}]})
+    source = trained(
+        client,
+        ctx,
+        model={
+            "layers": [
+                {"type": "dense", "units": 256, "activation": "relu"},
+                {"type": "dense", "units": 10, "activation": "softmax"},
+            ]
+        },
+    )
     new = optimized(client, ctx, source["id"], {"weights": weights})
     report = new["optimization"]
     assert report["steps"] == [f"{weights}_weights"]
@@ -97,9 +120,15 @@ def test_smaller_weights(client: TestClient, ctx: WorkerContext, weights: str) -
 
 def test_prune_and_fine_tune(client: TestClient, ctx: WorkerContext) -> None:
     source = trained(client, ctx)
-    new = optimized(client, ctx, source["id"],
-                    {"prune": {"target_sparsity": 0.7, "epochs": 2, "learning_rate": 1e-3},
-                     "prune_below": 1e-4})
+    new = optimized(
+        client,
+        ctx,
+        source["id"],
+        {
+            "prune": {"target_sparsity": 0.7, "epochs": 2, "learning_rate": 1e-3},
+            "prune_below": 1e-4,
+        },
+    )
     assert new["pruning"]["sparsity"] >= 0.7 - 1e-3
     report = new["optimization"]
     assert report["steps"] == ["prune_and_fine_tune", "prune_below"]

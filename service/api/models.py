@@ -27,14 +27,35 @@ def read_model(model_id: str, session: SessionDep) -> ModelRead:
 @router.get("/{model_id}/artifact")
 def download_model(
     model_id: str,
+    request: Request,
     session: SessionDep,
     store: StoreDep,
-    format: Annotated[Literal["keras"], Query(description="Only keras on this server")] = "keras",
+    format: Annotated[
+        Literal["keras", "saved_model", "tflite"], Query(description="File format")
+    ] = "keras",
+    quantize: Annotated[
+        Literal["float16", "int8"] | None, Query(description="tflite only: weight type")
+    ] = None,
 ) -> FileResponse:
-    """The model file (Keras's .keras zip)."""
+    """The model as a .keras zip, a SavedModel .zip, or a TFLite flatbuffer."""
     row = jobs.get_model(session, model_id)
+    if quantize is not None and format != "tflite":
+        raise SpecInvalid([ErrorDetail(("quantize",), "Expected quantize with format=tflite.")])
+    if format == "keras":
+        return FileResponse(
+            store.path(row.artifact_key), media_type="application/zip", filename=f"{model_id}.keras"
+        )
+    from service.predictions import export_path  # loads Keras (TensorFlow) lazily
+
+    path = export_path(request.app.state, row, format, quantize)
+    if format == "saved_model":
+        return FileResponse(
+            path, media_type="application/zip", filename=f"{model_id}-saved_model.zip"
+        )
     return FileResponse(
-        store.path(row.artifact_key), media_type="application/zip", filename=f"{model_id}.keras"
+        path,
+        media_type="application/octet-stream",
+        filename=f"{model_id}{'-' + quantize if quantize else ''}.tflite",
     )
 
 
