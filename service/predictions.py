@@ -33,9 +33,16 @@ def get_predictor(state: Any, row: TrainedModel) -> Any:
     predictor = Predictor.load(state.store.path(row.artifact_key), row.task)
     with _lock:
         cache[row.id] = predictor
-        while len(cache) > state.settings.model_cache_size:
-            cache.popitem(last=False)
+        evict(cache, state.settings.model_cache_size, state.settings.model_cache_bytes)
     return predictor
+
+
+def evict(cache: "OrderedDict[str, Any]", max_models: int, max_bytes: int) -> None:
+    """Drop least recently used models past either bound (the newest always stays)."""
+    while len(cache) > 1 and (
+        len(cache) > max_models or sum(p.memory_bytes for p in cache.values()) > max_bytes
+    ):
+        cache.popitem(last=False)
 
 
 def to_array(instances: list[Any], input_shape: list[int]) -> np.ndarray:

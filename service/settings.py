@@ -36,7 +36,12 @@ class Settings(BaseSettings):
     max_mc_values: int = Field(
         50_000_000, description="Most instances x samples x outputs computed per predict call."
     )
-    model_cache_size: int = Field(8, description="Loaded models kept in memory per API process.")
+    model_cache_size: int = Field(32, description="Most loaded models kept per API process.")
+    model_cache_bytes: int = Field(
+        2 * 1024**3,
+        description="Memory budget of the loaded-model cache (weights x 3 for the MC clone and "
+        "compiled functions); least recently used models are evicted past it.",
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -45,8 +45,7 @@ def test_saved_model_serves_plain_and_mc_with_tensorflow_alone(
         np.save({str(tmp_path / "std.npy")!r}, mc["std"].numpy())
         print(sorted(m.signatures))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=180)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "mc_dropout" in out.stdout and "serve" in out.stdout
     api = client.post(f"/v1/models/{model_id}/predict", json={"instances": X.tolist()}).json()
@@ -56,10 +55,12 @@ def test_saved_model_serves_plain_and_mc_with_tensorflow_alone(
     assert np.allclose(mean.sum(axis=1), 1, atol=1e-4)
 
 
-@pytest.mark.parametrize(("quantize", "tolerance"), [(None, 1e-5), ("float16", 1e-2),
-                                                      ("int8", 0.15)])
-def test_tflite_exports_predict(client: TestClient, model_id: str, quantize: str | None,
-                                tolerance: float) -> None:
+@pytest.mark.parametrize(
+    ("quantize", "tolerance"), [(None, 1e-5), ("float16", 1e-2), ("int8", 0.15)]
+)
+def test_tflite_exports_predict(
+    client: TestClient, model_id: str, quantize: str | None, tolerance: float
+) -> None:
     import tensorflow as tf
 
     params = {"format": "tflite", **({"quantize": quantize} if quantize else {})}
@@ -80,7 +81,8 @@ def test_tflite_exports_predict(client: TestClient, model_id: str, quantize: str
 def test_keras_artifact_and_bad_formats(client: TestClient, model_id: str) -> None:
     r = client.get(f"/v1/models/{model_id}/artifact")
     assert r.status_code == 200 and r.content[:2] == b"PK"
-    assert client.get(f"/v1/models/{model_id}/artifact",
-                      params={"format": "onnx"}).status_code == 422
+    assert (
+        client.get(f"/v1/models/{model_id}/artifact", params={"format": "onnx"}).status_code == 422
+    )
     bad = client.get(f"/v1/models/{model_id}/artifact", params={"quantize": "int8"})
     assert bad.status_code == 422 and bad.json()["error"]["details"][0]["loc"] == ["quantize"]

@@ -111,3 +111,19 @@ def test_instances_times_samples_bound(settings: Settings, ctx: WorkerContext) -
             f"/v1/models/{model_id}/predict", json={"instances": [[0] * 64] * 3, "mc_samples": 50}
         )
         assert too_many.status_code == 422
+
+
+def test_model_cache_is_lru_within_its_budget() -> None:
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    from service.predictions import evict
+
+    cache = OrderedDict((name, SimpleNamespace(memory_bytes=100)) for name in "abcd")
+    cache.move_to_end("a")  # most recently used
+    evict(cache, max_models=10, max_bytes=250)
+    assert list(cache) == ["d", "a"]
+    evict(cache, max_models=1, max_bytes=10**9)
+    assert list(cache) == ["a"]
+    evict(cache, max_models=1, max_bytes=1)
+    assert list(cache) == ["a"]  # the newest stays even past the budget

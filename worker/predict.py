@@ -77,6 +77,12 @@ class Predictor:
                 if isinstance(layer, MCDropout | MCAlphaDropout)
             ]
 
+    @property
+    def memory_bytes(self) -> int:
+        """Estimated footprint: the weights, the MC clone's activations and compiled code."""
+        weights = sum(int(np.prod(w.shape)) * 4 for w in self.model.weights)
+        return 3 * weights + 1_000_000
+
     @classmethod
     def load(cls, path: Path, task: str) -> "Predictor":
         init_keras()
