@@ -18,7 +18,8 @@ from worker import custom_layers, optimizers  # noqa: F401  (registered before a
 from worker.runtime import init_keras
 
 EPS = 1e-12
-CHUNK_VALUES = 4_000_000  # floats per compiled MC call: bounds memory on large requests
+# floats per compiled MC call (64 MB of float32): bounds memory on large requests
+CHUNK_VALUES = 16_000_000
 
 
 class MCDropout(keras.layers.Dropout):

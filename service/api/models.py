@@ -1,10 +1,14 @@
 """Model routes: read, download and predict. Only predict loads Keras, lazily."""
 
+import json
+import math
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, Response
+from pydantic import ValidationError
 
 from service import jobs
 from service.api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
@@ -95,11 +99,29 @@ def optimize_model(
     return JobRead.of(job)
 
 
-@router.post("/{model_id}/predict")
-async def predict(
-    model_id: str, body: PredictRequest, request: Request, settings: SettingsDep
-) -> dict[str, Any]:
+@router.post(
+    "/{model_id}/predict",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": PredictRequest.model_json_schema(
+                        ref_template="#/components/schemas/{model}"
+                    )
+                }
+            },
+        }
+    },
+)
+async def predict(model_id: str, request: Request, settings: SettingsDep) -> Response:
     """Predictions, plain or with Monte-Carlo-Dropout uncertainty."""
+    # Parsed by pydantic's JSON parser straight from the bytes: 2-3x faster than json.loads
+    # and validation on rows of hundreds of numbers.
+    try:
+        body = PredictRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_input=False)) from None
     factory = request.app.state.session_factory
 
     def load_row() -> Any:
@@ -155,4 +177,19 @@ async def predict(
         return predict_rows(request.app.state, row, body)
 
     predictions = await anyio.to_thread.run_sync(run)
-    return {"predictions": predictions, "mc_samples": body.mc_samples, "model_id": model_id}
+    content = {"predictions": predictions, "mc_samples": body.mc_samples, "model_id": model_id}
+    try:
+        text = json.dumps(content, allow_nan=False)
+    except ValueError:  # a non-finite output: JSON has no NaN, so it becomes null
+        text = json.dumps(_finite_or_none(content))
+    return Response(text, media_type="application/json")
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    return value
