@@ -41,33 +41,51 @@ def main() -> None:
     buf = io.BytesIO()
     np.savez(buf, X=X, y=y)
     with running_service(args.url) as base:
-        ds = httpx.post(f"{base}/v1/datasets", files={"file": ("f.npz", buf.getvalue())},
-                        timeout=120).json()
-        job = train(base, {"dataset": {"id": ds["id"]}, "epochs": 2, "seed": 1,
-                           "model": {"normalize_inputs": False, "layers": layers()}})
-        r = httpx.post(f"{base}/v1/models/{job['model_id']}/optimize",
-                       json={"fold_batch_norm": True})
+        ds = httpx.post(
+            f"{base}/v1/datasets", files={"file": ("f.npz", buf.getvalue())}, timeout=120
+        ).json()
+        job = train(
+            base,
+            {
+                "dataset": {"id": ds["id"]},
+                "epochs": 2,
+                "seed": 1,
+                "model": {"normalize_inputs": False, "layers": layers()},
+            },
+        )
+        r = httpx.post(
+            f"{base}/v1/models/{job['model_id']}/optimize", json={"fold_batch_norm": True}
+        )
         folded = wait_job(base, r.json()["id"], 0.2)
         report = httpx.get(f"{base}/v1/models/{folded['model_id']}").json()["optimization"]
         print("batch-norm folding, batch-norm MLP:")
-        print(f"  largest output difference: {report['max_abs_output_difference']:.2e} "
-              "(target <= 1e-5)")
+        print(
+            f"  largest output difference: {report['max_abs_output_difference']:.2e} "
+            "(target <= 1e-5)"
+        )
         lat = report["single_row_latency_ms"]
         print(f"  single-row latency: {lat['before']:.3f} ms -> {lat['after']:.3f} ms")
         sizes = report["file_size_bytes"]
         print(f"  file size: {sizes['before']:,} -> {sizes['after']:,} bytes")
 
-        common = {"dataset": {"builtin": "digits"}, "epochs": 30, "seed": 3,
-                  "model": {"layers": DIGITS_MLP}}
+        common = {
+            "dataset": {"builtin": "digits"},
+            "epochs": 30,
+            "seed": 3,
+            "model": {"layers": DIGITS_MLP},
+        }
         dense = train(base, common)
-        pruned = train(base, {**common, "pruning": {"target_sparsity": 0.8, "begin_epoch": 5,
-                                                    "end_epoch": 20}})
+        pruned = train(
+            base, {**common, "pruning": {"target_sparsity": 0.8, "begin_epoch": 5, "end_epoch": 20}}
+        )
         sparsity = httpx.get(f"{base}/v1/models/{pruned['model_id']}").json()["pruning"]
         a, b = dense["metrics"]["val_accuracy"], pruned["metrics"]["val_accuracy"]
         print("pruning the digits MLP:")
         print(f"  measured sparsity {sparsity['sparsity']:.4f} (target 0.8)")
-        print(f"  val accuracy: dense {a:.4f}, pruned {b:.4f}, "
-              f"difference {100 * (b - a):+.2f} points (target >= -1)")
+        print(
+            f"  val accuracy: dense {a:.4f}, pruned {b:.4f}, "
+            f"difference {100 * (b - a):+.2f} points (target >= -1)"
+        )
 
 
 if __name__ == "__main__":

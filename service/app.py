@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = make_session_factory(engine)
     app.state.store = ArtifactStore(settings.resolved_artifact_dir())
     app.state.celery = make_celery(settings)
+    app.state.require_auth = settings.require_auth is not False
     install_error_handlers(app)
     for module in (health, datasets, jobs, models):
         app.include_router(module.router)

@@ -33,6 +33,26 @@ def serve(args: argparse.Namespace) -> int:
         os.environ["KTS_DATA_DIR"] = str(Path(args.data_dir).resolve())
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    loopback = args.host in ("localhost", "::1") or args.host.startswith("127.")
+    if settings.require_auth is False and not loopback:
+        print(
+            f"kts: refusing to serve on {args.host} without API keys: set "
+            "KTS_REQUIRE_AUTH=true (or bind to 127.0.0.1).",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.require_auth is None:
+        settings = settings.model_copy(update={"require_auth": not loopback})
+    if settings.require_auth:
+        print(
+            "kts: API keys required (create one with `kts keys create --tenant NAME`)", flush=True
+        )
+    else:
+        print(
+            f"kts: WARNING: no API keys required: bound to loopback ({args.host}) only; "
+            "every request acts as tenant 'default'",
+            flush=True,
+        )
 
     if (
         settings.database_url is None
@@ -86,6 +106,36 @@ def migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def keys(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from service.auth import create_key
+    from service.db import make_engine, make_session_factory, upgrade_database
+    from service.models import ApiKey, utcnow
+
+    settings = Settings()
+    url = settings.resolved_database_url()
+    if settings.database_url is None:
+        upgrade_database(url)
+    with make_session_factory(make_engine(url))() as session:
+        if args.action == "create":
+            key = create_key(session, args.tenant)
+            session.commit()
+            print(key)
+        elif args.action == "list":
+            for row in session.scalars(select(ApiKey).order_by(ApiKey.seq)):
+                state = "revoked" if row.revoked_at else "active"
+                print(f"{row.id}  {row.tenant}  {row.prefix}...  {state}")
+        else:
+            row = session.scalar(select(ApiKey).where(ApiKey.id == args.key_id))
+            if row is None:
+                print("kts: no such key", file=sys.stderr)
+                return 1
+            row.revoked_at = utcnow()
+            session.commit()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kts", description="Keras Training Service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=worker)
+
+    p = sub.add_parser("keys", help="manage API keys (stored hashed; shown once)")
+    key_sub = p.add_subparsers(dest="action", required=True)
+    create = key_sub.add_parser("create", help="create a key for a tenant and print it")
+    create.add_argument("--tenant", required=True)
+    key_sub.add_parser("list", help="list keys (id, tenant, prefix, state)")
+    revoke = key_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    p.set_defaults(func=keys)
 
     p = sub.add_parser("migrate", help="bring the database to the newest migration")
     p.set_defaults(func=migrate)

@@ -18,13 +18,20 @@ from service.spec.training import BuiltinDataset
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def dataset_meta(session: Session, spec: TrainingSpec) -> tuple[DatasetMeta, dict[str, Any]]:
+def _owned(model: Any, tenant: str | None) -> list[Any]:
+    """Filter on the owning tenant (None: the worker, which acts on any tenant's ids)."""
+    return [] if tenant is None else [model.tenant == tenant]
+
+
+def dataset_meta(
+    session: Session, spec: TrainingSpec, tenant: str | None = None
+) -> tuple[DatasetMeta, dict[str, Any]]:
     """The shapes a spec is checked against; an unknown dataset.id is a 422 at its loc."""
     ref = spec.dataset
     if isinstance(ref, BuiltinDataset):
         meta = datasets.describe(datasets.load_builtin(ref.builtin))
         return meta, {"builtin": ref.builtin}
-    row = session.scalar(select(Dataset).where(Dataset.id == ref.id))
+    row = session.scalar(select(Dataset).where(Dataset.id == ref.id, *_owned(Dataset, tenant)))
     if row is None:
         raise SpecInvalid([ErrorDetail(("dataset", "id"), "No data set has this id.")])
     meta = DatasetMeta(
@@ -33,12 +40,18 @@ def dataset_meta(session: Session, spec: TrainingSpec) -> tuple[DatasetMeta, dic
     return meta, {"id": row.id}
 
 
-def base_model_row(session: Session, spec: TrainingSpec, meta: DatasetMeta) -> TrainedModel | None:
+def base_model_row(
+    session: Session, spec: TrainingSpec, meta: DatasetMeta, tenant: str | None = None
+) -> TrainedModel | None:
     """The model named by spec.base_model, checked against the data set's input shape."""
     if spec.base_model is None:
         return None
     loc = ("base_model", "model_id")
-    row = session.scalar(select(TrainedModel).where(TrainedModel.id == spec.base_model.model_id))
+    row = session.scalar(
+        select(TrainedModel).where(
+            TrainedModel.id == spec.base_model.model_id, *_owned(TrainedModel, tenant)
+        )
+    )
     if row is None:
         raise SpecInvalid([ErrorDetail(loc, "No model has this id.")])
     if tuple(row.input_shape) != tuple(meta.input_shape):
@@ -55,10 +68,10 @@ def base_model_row(session: Session, spec: TrainingSpec, meta: DatasetMeta) -> T
 
 
 def plan_spec(
-    session: Session, spec: TrainingSpec, settings: Settings
+    session: Session, spec: TrainingSpec, settings: Settings, tenant: str | None = None
 ) -> tuple[ModelPlan, DatasetMeta]:
-    meta, _ = dataset_meta(session, spec)
-    base = base_model_row(session, spec, meta)
+    meta, _ = dataset_meta(session, spec, tenant)
+    base = base_model_row(session, spec, meta, tenant)
     plan = plan_model(
         spec,
         meta,
@@ -75,17 +88,23 @@ def spec_hash(spec: TrainingSpec) -> str:
 
 
 def create_job(
-    session: Session, spec: TrainingSpec, plan: ModelPlan, idempotency_key: str | None
+    session: Session,
+    spec: TrainingSpec,
+    plan: ModelPlan,
+    idempotency_key: str | None,
+    tenant: str,
 ) -> tuple[Job, bool]:
     """Add a queued job; with a known idempotency key, return the first job instead."""
     digest = spec_hash(spec)
     if idempotency_key is not None:
+        idempotency_key = f"{tenant}:{idempotency_key}"  # keys of two tenants never meet
         existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
         if existing is not None:
             if existing.request_hash != digest:
                 raise Conflict("This Idempotency-Key was used with a different body.")
             return existing, False
     job = Job(
+        tenant=tenant,
         name=spec.name or "job",
         kind="train",
         status="queued",
@@ -99,22 +118,24 @@ def create_job(
         attempts=0,
         epoch=0,
         cancel_requested=False,
+        release_requested=False,
         warnings=[],
+        enqueued_at=utcnow(),
     )
     session.add(job)
     session.flush()
     return job, True
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id))
+def get_job(session: Session, job_id: str, tenant: str | None = None) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, *_owned(Job, tenant)))
     if job is None:
         raise NotFound(f"No job has id {job_id[:64]}.")
     return job
 
 
-def cancel_job(session: Session, job_id: str) -> Job:
-    job = get_job(session, job_id)
+def cancel_job(session: Session, job_id: str, tenant: str) -> Job:
+    job = get_job(session, job_id, tenant)
     if job.status in TERMINAL:
         raise Conflict(f"The job has already ended ({job.status}).")
     if job.status == "queued":
@@ -125,8 +146,10 @@ def cancel_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def get_model(session: Session, model_id: str) -> TrainedModel:
-    row = session.scalar(select(TrainedModel).where(TrainedModel.id == model_id))
+def get_model(session: Session, model_id: str, tenant: str | None = None) -> TrainedModel:
+    row = session.scalar(
+        select(TrainedModel).where(TrainedModel.id == model_id, *_owned(TrainedModel, tenant))
+    )
     if row is None:
         raise NotFound(f"No model has id {model_id[:64]}.")
     return row
@@ -148,8 +171,8 @@ def training_job_of(session: Session, model: TrainedModel) -> Job | None:
     return None
 
 
-def get_dataset(session: Session, dataset_id: str) -> Dataset:
-    row = session.scalar(select(Dataset).where(Dataset.id == dataset_id))
+def get_dataset(session: Session, dataset_id: str, tenant: str | None = None) -> Dataset:
+    row = session.scalar(select(Dataset).where(Dataset.id == dataset_id, *_owned(Dataset, tenant)))
     if row is None:
         raise NotFound(f"No data set has id {dataset_id[:64]}.")
     return row

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
 
+DEFAULT_TENANT = "default"
+
 
 def new_id() -> str:
     return uuid.uuid4().hex
@@ -45,6 +47,7 @@ class Dataset(Base):
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(100), index=True, default=DEFAULT_TENANT)
     name: Mapped[str] = mapped_column(String(200))
     n_samples: Mapped[int] = mapped_column(Integer)
     input_shape: Mapped[list[int]] = mapped_column(JSON)
@@ -61,12 +64,14 @@ class Job(Base):
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(100), index=True, default=DEFAULT_TENANT)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20), default="train")  # train | optimize
     status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_version: Mapped[int] = mapped_column(Integer, default=1)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    # unique per tenant: the key is prefixed with the tenant's name
+    idempotency_key: Mapped[str | None] = mapped_column(String(320), unique=True, nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -81,6 +86,11 @@ class Job(Base):
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The lease decides which worker trains the job; it is renewed by heartbeats.
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    release_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class JobDiagnostics(Base):
@@ -103,6 +113,7 @@ class TrainedModel(Base):
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(100), index=True, default=DEFAULT_TENANT)
     job_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
     )
@@ -120,3 +131,17 @@ class TrainedModel(Base):
     artifact_key: Mapped[str] = mapped_column(String(300))
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key, stored as its SHA-256: the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

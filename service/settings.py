@@ -25,6 +25,27 @@ class Settings(BaseSettings):
         0.1, description="Seconds between polls of the server-less broker (embedded mode)."
     )
 
+    require_auth: bool | None = Field(
+        None,
+        description="Require API keys. Default: required unless `kts serve` binds to loopback; "
+        "keys are always required off loopback.",
+    )
+    lease_seconds: float = Field(
+        30.0, description="A running job's lease; a worker that stops renewing it loses the job."
+    )
+    heartbeat_seconds: float = Field(5.0, description="How often a worker renews its leases.")
+    max_attempts: int = Field(
+        3, description="Tries per job; past it a job whose worker died fails as worker_lost."
+    )
+    reconcile_seconds: float = Field(
+        10.0, description="How often workers look for expired leases and lost messages."
+    )
+    requeue_after_seconds: float = Field(
+        60.0, description="A queued job not started after this long is enqueued again."
+    )
+    max_uncompressed_bytes: int = Field(
+        2 * 1024**3, description="Largest uncompressed size of an uploaded .npz archive."
+    )
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted upload.")
     max_rows: int = Field(5_000_000, description="Most rows a data set may have.")
     max_features: int = Field(1_000_000, description="Most input values per row.")

@@ -46,7 +46,7 @@ def make_spec(**overrides: Any) -> dict[str, Any]:
 
 
 def sqlite_settings(root: Path, **extra: Any) -> Settings:
-    return Settings(data_dir=root, **extra)
+    return Settings(data_dir=root, **{"require_auth": False, **extra})
 
 
 @pytest.fixture

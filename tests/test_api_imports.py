@@ -13,7 +13,7 @@ def test_api_routes_do_not_import_tensorflow(tmp_path: Path) -> None:
         from service.app import create_app
         from service.db import upgrade_database
         from service.settings import Settings
-        s = Settings(data_dir={str(tmp_path)!r})
+        s = Settings(data_dir={str(tmp_path)!r}, require_auth=False)
         upgrade_database(s.resolved_database_url())
         with TestClient(create_app(s)) as c:
             spec = {{"dataset": {{"builtin": "iris"}}, "model": {{"layers": [

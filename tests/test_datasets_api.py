@@ -64,7 +64,7 @@ def test_upload_limit_is_413(tmp_path: object) -> None:
     from service.db import upgrade_database
     from service.settings import Settings
 
-    s = Settings(data_dir=tmp_path, max_upload_bytes=1000)  # type: ignore[arg-type]
+    s = Settings(data_dir=tmp_path, max_upload_bytes=1000, require_auth=False)  # type: ignore[arg-type]
     upgrade_database(s.resolved_database_url())
     with TestClient(create_app(s)) as c:
         big = npz(X=np.ones((100, 10)), y=np.zeros(100, dtype=int))

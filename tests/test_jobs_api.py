@@ -81,7 +81,7 @@ def test_readiness_is_503_when_the_broker_is_down(tmp_path: object) -> None:
     from service.db import upgrade_database
     from service.settings import Settings
 
-    s = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")  # type: ignore[arg-type]
+    s = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0", require_auth=False)  # type: ignore[arg-type]
     upgrade_database(s.resolved_database_url())
     with TestClient(create_app(s)) as c:
         r = c.get("/readyz")

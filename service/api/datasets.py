@@ -6,6 +6,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from service import datasets
 from service.api.deps import SessionDep, SettingsDep, StoreDep
+from service.auth import TenantDep
 from service.errors import ErrorDetail, PayloadTooLarge, SpecInvalid
 from service.jobs import get_dataset, page
 from service.models import Dataset, new_id
@@ -16,6 +17,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 @router.post("", status_code=201, response_model=DatasetRead)
 def upload_dataset(
+    tenant: TenantDep,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
@@ -46,6 +48,7 @@ def upload_dataset(
     key = f"datasets/{dataset_id}/data.npz"
     store.put_bytes(key, datasets.to_npz_bytes(arrays))
     row = Dataset(
+        tenant=tenant,
         id=dataset_id,
         name=name or file.filename or dataset_id,
         n_samples=meta.n_samples,
@@ -62,17 +65,18 @@ def upload_dataset(
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead)
-def read_dataset(dataset_id: str, session: SessionDep) -> DatasetRead:
+def read_dataset(dataset_id: str, tenant: TenantDep, session: SessionDep) -> DatasetRead:
     """One data set."""
-    return DatasetRead.of(get_dataset(session, dataset_id))
+    return DatasetRead.of(get_dataset(session, dataset_id, tenant))
 
 
 @router.get("", response_model=Page)
 def list_datasets(
+    tenant: TenantDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Page:
     """Data sets, newest first."""
-    rows, next_cursor = page(session, Dataset, limit, cursor)
+    rows, next_cursor = page(session, Dataset, limit, cursor, Dataset.tenant == tenant)
     return Page(items=[DatasetRead.of(r) for r in rows], next_cursor=next_cursor)

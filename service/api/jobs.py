@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from service import jobs
 from service.api.deps import CeleryDep, SessionDep, SettingsDep
+from service.auth import TenantDep
 from service.models import Job, JobDiagnostics
 from service.queue import enqueue_training
 from service.schemas import JobRead, Page, ValidateResult
@@ -26,14 +27,15 @@ Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 @router.post("", status_code=202, response_model=JobRead)
 def submit_job(
     spec: TrainingSpec,
+    tenant: TenantDep,
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobRead:
     """Queue a training job; the spec is checked against its data set first."""
-    plan, _ = jobs.plan_spec(session, spec, settings)
-    job, created = jobs.create_job(session, spec, plan, idempotency_key)
+    plan, _ = jobs.plan_spec(session, spec, settings, tenant)
+    job, created = jobs.create_job(session, spec, plan, idempotency_key, tenant)
     session.commit()
     if created:
         enqueue_training(celery, settings, job.id)
@@ -41,9 +43,11 @@ def submit_job(
 
 
 @router.post("/validate", response_model=ValidateResult)
-def validate_job(spec: TrainingSpec, session: SessionDep, settings: SettingsDep) -> ValidateResult:
+def validate_job(
+    spec: TrainingSpec, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> ValidateResult:
     """Check a spec without queueing it; answers the summary of the model it would build."""
-    plan, meta = jobs.plan_spec(session, spec, settings)
+    plan, meta = jobs.plan_spec(session, spec, settings, tenant)
     return ValidateResult(
         summary=plan.summary(),
         loss=plan.loss,
@@ -59,36 +63,37 @@ def validate_job(spec: TrainingSpec, session: SessionDep, settings: SettingsDep)
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def read_job(job_id: str, session: SessionDep) -> JobRead:
+def read_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobRead:
     """One job."""
-    return JobRead.of(jobs.get_job(session, job_id))
+    return JobRead.of(jobs.get_job(session, job_id, tenant))
 
 
 @router.get("", response_model=Page)
 def list_jobs(
+    tenant: TenantDep,
     session: SessionDep,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Page:
     """Jobs, newest first, optionally of one status."""
-    filters = [Job.status == status] if status else []
+    filters = [Job.tenant == tenant, *([Job.status == status] if status else [])]
     rows, next_cursor = jobs.page(session, Job, limit, cursor, *filters)
     return Page(items=[JobRead.of(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobRead)
-def cancel_job(job_id: str, session: SessionDep) -> JobRead:
+def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobRead:
     """Cancel a queued job at once, or ask a running one to stop at its next batch."""
-    job = jobs.cancel_job(session, job_id)
+    job = jobs.cancel_job(session, job_id, tenant)
     session.commit()
     return JobRead.of(job)
 
 
 @router.get("/{job_id}/diagnostics")
-def job_diagnostics(job_id: str, session: SessionDep) -> dict[str, Any]:
+def job_diagnostics(job_id: str, tenant: TenantDep, session: SessionDep) -> dict[str, Any]:
     """Gradient health per epoch and layer, with vanishing/exploding flags and hints."""
-    job = jobs.get_job(session, job_id)
+    job = jobs.get_job(session, job_id, tenant)
     rows = session.scalars(
         select(JobDiagnostics).where(JobDiagnostics.job_id == job.id).order_by(JobDiagnostics.epoch)
     )
@@ -109,13 +114,13 @@ def _epoch_metrics(history: dict[str, list[Any]], epoch: int) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/events")
-async def job_events(job_id: str, request: Request) -> StreamingResponse:
+async def job_events(job_id: str, tenant: TenantDep, request: Request) -> StreamingResponse:
     """Server-Sent Events: one `progress` event per epoch, then one `done`."""
     factory = request.app.state.session_factory
 
     def load() -> Job:
         with factory() as session:
-            return jobs.get_job(session, job_id)
+            return jobs.get_job(session, job_id, tenant)
 
     first = await anyio.to_thread.run_sync(load)  # 404 before the stream starts
 

@@ -12,8 +12,9 @@ from pydantic import ValidationError
 
 from service import jobs
 from service.api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from service.auth import TenantDep
 from service.errors import ErrorDetail, SpecInvalid
-from service.models import Job
+from service.models import Job, utcnow
 from service.optimize import OptimizeRequest, fold_plan, keras_layers
 from service.queue import OPTIMIZE_TASK, enqueue
 from service.schemas import JobRead, ModelRead, PredictRequest
@@ -23,14 +24,15 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("/{model_id}", response_model=ModelRead)
-def read_model(model_id: str, session: SessionDep) -> ModelRead:
+def read_model(model_id: str, tenant: TenantDep, session: SessionDep) -> ModelRead:
     """One trained model: summary, metrics, lineage."""
-    return ModelRead.of(jobs.get_model(session, model_id))
+    return ModelRead.of(jobs.get_model(session, model_id, tenant))
 
 
 @router.get("/{model_id}/artifact")
 def download_model(
     model_id: str,
+    tenant: TenantDep,
     request: Request,
     session: SessionDep,
     store: StoreDep,
@@ -42,7 +44,7 @@ def download_model(
     ] = None,
 ) -> FileResponse:
     """The model as a .keras zip, a SavedModel .zip, or a TFLite flatbuffer."""
-    row = jobs.get_model(session, model_id)
+    row = jobs.get_model(session, model_id, tenant)
     if quantize is not None and format != "tflite":
         raise SpecInvalid([ErrorDetail(("quantize",), "Expected quantize with format=tflite.")])
     if format == "keras":
@@ -66,6 +68,7 @@ def download_model(
 @router.post("/{model_id}/optimize", status_code=202, response_model=JobRead)
 def optimize_model(
     model_id: str,
+    tenant: TenantDep,
     body: OptimizeRequest,
     session: SessionDep,
     settings: SettingsDep,
@@ -73,13 +76,16 @@ def optimize_model(
     celery: CeleryDep,
 ) -> JobRead:
     """Queue a job that derives a new model (folded, pruned or smaller weights)."""
-    row = jobs.get_model(session, model_id)
+    row = jobs.get_model(session, model_id, tenant)
     if body.fold_batch_norm:
         fold_plan(keras_layers(store.path(row.artifact_key)))
     if body.prune is not None and jobs.training_job_of(session, row) is None:
         raise SpecInvalid([ErrorDetail(("prune",), "No training rows are known for this model.")])
     epochs = body.prune.epochs if body.prune else 1
     job = Job(
+        tenant=tenant,
+        enqueued_at=utcnow(),
+        release_requested=False,
         name=f"optimize {model_id}",
         kind="optimize",
         status="queued",
@@ -114,7 +120,9 @@ def optimize_model(
         }
     },
 )
-async def predict(model_id: str, request: Request, settings: SettingsDep) -> Response:
+async def predict(
+    model_id: str, tenant: TenantDep, request: Request, settings: SettingsDep
+) -> Response:
     """Predictions, plain or with Monte-Carlo-Dropout uncertainty."""
     # Parsed by pydantic's JSON parser straight from the bytes: 2-3x faster than json.loads
     # and validation on rows of hundreds of numbers.
@@ -126,7 +134,7 @@ async def predict(model_id: str, request: Request, settings: SettingsDep) -> Res
 
     def load_row() -> Any:
         with factory() as session:
-            return jobs.get_model(session, model_id)
+            return jobs.get_model(session, model_id, tenant)
 
     row = await anyio.to_thread.run_sync(load_row)
     if body.mc_samples > settings.max_mc_samples:
