@@ -127,11 +127,11 @@ def keys(args: argparse.Namespace) -> int:
                 state = "revoked" if row.revoked_at else "active"
                 print(f"{row.id}  {row.tenant}  {row.prefix}...  {state}")
         else:
-            row = session.scalar(select(ApiKey).where(ApiKey.id == args.key_id))
-            if row is None:
+            key_row = session.scalar(select(ApiKey).where(ApiKey.id == args.key_id))
+            if key_row is None:
                 print("kts: no such key", file=sys.stderr)
                 return 1
-            row.revoked_at = utcnow()
+            key_row.revoked_at = utcnow()
             session.commit()
     return 0
 

@@ -2,15 +2,23 @@
 
 TensorFlow is imported in each worker process after the fork (worker_process_init), never in
 a prefork parent: a child hangs if its parent ran a TensorFlow op before forking.
+The parent runs the reconciler (expired leases, lost messages) and, on SIGTERM, asks its
+running jobs to checkpoint and hand themselves back.
 """
 
-from celery.signals import worker_process_init
+import logging
+import threading
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from service.queue import make_celery
 from service.settings import get_settings
 
 app = make_celery(get_settings())
 app.conf.include = ["worker.tasks"]
+log = logging.getLogger(__name__)
+_node: dict[str, str] = {}
 
 
 @worker_process_init.connect
@@ -18,3 +26,44 @@ def _init_process(**_kwargs: object) -> None:
     from worker.runtime import init_keras
 
     init_keras()
+
+
+def _reconcile_forever(stop: threading.Event) -> None:
+    from worker.context import worker_context
+    from worker.lease import reconcile
+
+    ctx = worker_context()
+    while not stop.wait(ctx.settings.reconcile_seconds):
+        try:
+            counts = reconcile(ctx)
+            if any(counts.values()):
+                log.info("reconciler: %s", counts)
+        except Exception:  # database or broker down: try again next round
+            log.warning("reconciler round failed", exc_info=True)
+
+
+_stop_reconciler = threading.Event()
+
+
+@worker_ready.connect
+def _start_reconciler(sender: Any = None, **_kwargs: object) -> None:
+    _node["name"] = getattr(sender, "hostname", "") or ""
+    threading.Thread(
+        target=_reconcile_forever, args=(_stop_reconciler,), daemon=True, name="kts-reconciler"
+    ).start()
+
+
+@worker_shutting_down.connect
+def _hand_back_jobs(**_kwargs: object) -> None:
+    _stop_reconciler.set()
+    node = _node.get("name")
+    if not node:
+        return
+    from worker.context import worker_context
+    from worker.lease import request_release
+
+    try:
+        count = request_release(worker_context(), node)
+        log.warning("shutting down: %d running job(s) asked to checkpoint and hand back", count)
+    except Exception:
+        log.warning("could not ask running jobs to hand back", exc_info=True)

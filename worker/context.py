@@ -2,6 +2,7 @@
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +16,7 @@ class WorkerContext:
     settings: Settings
     session_factory: sessionmaker[Session]
     store: ArtifactStore
+    celery: Any = None  # made on first use, to re-enqueue jobs
 
 
 _contexts: dict[int, WorkerContext] = {}

@@ -17,6 +17,7 @@ from service.models import Job, TrainedModel, new_id, utcnow
 from service.optimize import OptimizeRequest, fold_plan
 from service.spec import TrainingSpec
 from worker.context import WorkerContext
+from worker.lease import Claim
 from worker.pruning import MagnitudePruning, dense_kernels, sparsity_report
 from worker.summary import has_dropout, model_summary
 
@@ -134,9 +135,10 @@ def _fine_tune_prune(
     )
 
 
-def run_optimize(ctx: WorkerContext, job_id: str, spec_data: dict[str, Any]) -> str:
+def run_optimize(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
     from worker.training import load_arrays, split  # shared with training
 
+    spec_data = claimed.spec
     request = OptimizeRequest.model_validate(
         {k: v for k, v in spec_data.items() if k != "source_model_id"}
     )
@@ -212,9 +214,26 @@ def run_optimize(ctx: WorkerContext, job_id: str, spec_data: dict[str, Any]) -> 
             "after": single_row_latency_ms(model, row),
         }
     with ctx.session_factory() as session:
+        done = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == claimed.owner)
+            .values(
+                status="succeeded",
+                finished_at=utcnow(),
+                model_id=model_id,
+                epoch=1,
+                metrics=dict(metrics),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            session.rollback()
+            return "lease_lost"
         session.add(
             TrainedModel(
                 id=model_id,
+                tenant=claimed.tenant,
                 job_id=None,
                 base_model_id=source.id,
                 backend=keras.backend.backend(),
@@ -227,17 +246,6 @@ def run_optimize(ctx: WorkerContext, job_id: str, spec_data: dict[str, Any]) -> 
                 pruning=pruning,
                 optimization=report,
                 artifact_key=key,
-            )
-        )
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(
-                status="succeeded",
-                finished_at=utcnow(),
-                model_id=model_id,
-                epoch=1,
-                metrics=dict(metrics),
             )
         )
         session.commit()

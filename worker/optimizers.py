@@ -138,13 +138,13 @@ def build_optimizer(spec: TrainingSpec, total_steps: int) -> keras.optimizers.Op
     return OPTIMIZERS[spec.optimizer.type](**cfg)
 
 
-def performance_callback(
-    spec: TrainingSpec, has_validation: bool
-) -> keras.callbacks.Callback | None:
+def performance_callback(spec: TrainingSpec, has_validation: bool) -> Any:
     sched = spec.lr_schedule
     if sched is None or sched.type != "performance":
         return None
-    return keras.callbacks.ReduceLROnPlateau(
+    from worker.checkpoint import ResumableReduceLROnPlateau
+
+    return ResumableReduceLROnPlateau(
         monitor="val_loss" if has_validation else "loss",
         factor=sched.factor,
         patience=sched.patience,

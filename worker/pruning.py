@@ -54,6 +54,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         self.step = 0  # batches over the whole job (all phases)
         self.masks: list[Any] | None = None
         self.mask_sparsity = 0.0
+        self.resume_masks: list[np.ndarray] | None = None  # from a checkpoint
 
     def sparsity_at(self, step: int) -> float:
         if step < self.begin_step:
@@ -77,6 +78,16 @@ class MagnitudePruning(keras.callbacks.Callback):
             return
         for (_, kernel), mask in zip(dense_kernels(self.model), self.masks, strict=True):
             kernel.assign(keras.ops.multiply(kernel, mask))
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        if self.resume_masks is not None:
+            self.masks = [
+                keras.ops.convert_to_tensor(mask, kernel.dtype)
+                for mask, (_, kernel) in zip(
+                    self.resume_masks, dense_kernels(self.model), strict=True
+                )
+            ]
+            self.resume_masks = None
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         self.step += 1

@@ -6,7 +6,6 @@ A job's failure is always stored with a clear error; no path leaves it `running`
 import logging
 import math
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,21 @@ from typing import Any
 import keras
 import numpy as np
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
 
 from service import datasets
 from service.errors import ApiError
-from service.jobs import TERMINAL, base_model_row, get_dataset
+from service.jobs import base_model_row, get_dataset
 from service.models import Job, JobDiagnostics, TrainedModel, new_id, utcnow
 from service.spec import TrainingSpec
 from service.spec.plan import plan_model
 from service.spec.training import BuiltinDataset, Phase
 from worker.build import LOSSES, build_model, compile_model
 from worker.callbacks import EpochRecorder, StopAtBatchEnd, StopSignal
+from worker.checkpoint import Checkpoints, ResumableEarlyStopping
 from worker.context import WorkerContext
 from worker.diagnostics import GradientHealth
+from worker.lease import Claim, Watcher, claim, finish, release, requeue, worker_id
 from worker.optimizers import performance_callback
 from worker.predict import Predictor
 from worker.pruning import MagnitudePruning, sparsity_report
@@ -39,7 +41,6 @@ DIVERGED_HINT = (
     "gradient clipping (optimizer.clipnorm or clipvalue), batch normalisation, or another "
     "initialiser (he_normal with ReLU/ELU, lecun_normal with SELU)."
 )
-CANCEL_POLL_SECONDS = 0.5
 PROBE_ROWS = 256  # rows of the fixed batch that gradient health is measured on
 
 
@@ -50,55 +51,37 @@ class JobFailed(Exception):
         self.message = message
 
 
-def _claim(ctx: WorkerContext, job_id: str) -> tuple[str, dict[str, Any]] | None:
-    """Mark the job running; None when it is unknown, ended or cancelled (harmless redelivery)."""
-    with ctx.session_factory() as session:
-        job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
-        if job is None or job.status in TERMINAL:
-            return None
-        if job.cancel_requested:
-            job.status, job.finished_at = "cancelled", utcnow()
-            session.commit()
-            return None
-        job.status, job.started_at = "running", utcnow()
-        job.attempts += 1
-        job.epoch, job.history, job.error, job.warnings = 0, {}, None, []
-        session.execute(delete(JobDiagnostics).where(JobDiagnostics.job_id == job_id))
-        session.commit()
-        return job.kind, dict(job.spec)
+def run_job(ctx: WorkerContext, job_id: str, owner: str | None = None) -> str:
+    """Run one job (train or optimize) if this worker can take its lease; returns its status.
 
-
-def _finish(ctx: WorkerContext, job_id: str, **values: Any) -> None:
-    with ctx.session_factory() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(finished_at=utcnow(), **values))
-        session.commit()
-
-
-def run_job(ctx: WorkerContext, job_id: str) -> str:
-    """Run one job (train or optimize); returns its final status (or 'skipped')."""
-    claimed = _claim(ctx, job_id)
+    'skipped' when the job is unknown, ended, cancelled, or held by a live worker (a
+    redelivered message is harmless). A failure is always stored with a clear error.
+    """
+    owner = owner or worker_id()
+    claimed = claim(ctx, job_id, owner)
     if claimed is None:
         return "skipped"
-    kind, spec_data = claimed
     try:
-        if kind == "optimize":
+        if claimed.kind == "optimize":
             from worker.optimize import run_optimize
 
-            return run_optimize(ctx, job_id, spec_data)
-        return _train(ctx, job_id, TrainingSpec.model_validate(spec_data))
-    except JobFailed as exc:
-        _finish(ctx, job_id, status="failed", error={"code": exc.code, "message": exc.message})
-        return "failed"
-    except ApiError as exc:  # the data set changed under a queued job, or a limit was hit
-        _finish(
-            ctx, job_id, status="failed", error={"code": exc.code, "message": exc.message[:1000]}
+            return run_optimize(ctx, job_id, claimed)
+        return _train(ctx, job_id, claimed)
+    except (JobFailed, ApiError) as exc:  # ApiError: the data changed under a queued job
+        finish(
+            ctx,
+            job_id,
+            owner,
+            status="failed",
+            error={"code": exc.code, "message": exc.message[:1000]},
         )
         return "failed"
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        _finish(
+        finish(
             ctx,
             job_id,
+            owner,
             status="failed",
             error={"code": "training_error", "message": f"{type(exc).__name__}: {str(exc)[:1000]}"},
         )
@@ -128,21 +111,10 @@ def _targets(y: np.ndarray, loss: str, n_classes: int | None) -> np.ndarray:
     return y
 
 
-def _watch_cancel(
-    ctx: WorkerContext, job_id: str, signal: StopSignal, done: threading.Event
-) -> None:
-    while not done.wait(CANCEL_POLL_SECONDS):
-        try:
-            with ctx.session_factory() as session:
-                if session.scalar(select(Job.cancel_requested).where(Job.id == job_id)):
-                    signal.set("cancelled")
-                    return
-        except Exception:  # a database hiccup must not kill training
-            log.warning("cancel watcher could not read job %s", job_id, exc_info=True)
-
-
-def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
+def _train(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
     started = time.monotonic()
+    owner = claimed.owner
+    spec = TrainingSpec.model_validate(claimed.spec)
     arrays = load_arrays(ctx, spec)
     meta = datasets.describe(arrays)
     s = ctx.settings
@@ -164,44 +136,53 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
         base_layers=base_layers,
     )
     spec = plan.spec  # with its preset applied
+    # one split per job, also across a resume when the spec gives no seed
+    split_seed = spec.seed if spec.seed is not None else int(job_id[:8], 16)
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
-    train_idx, val_idx = split(meta.n_samples, spec.validation_split, spec.seed)
+    train_idx, val_idx = split(meta.n_samples, spec.validation_split, split_seed)
     X_train, X_val = arrays.X[train_idx], arrays.X[val_idx]
     y_all = _targets(arrays.y, plan.loss, meta.n_classes)
     y_train, y_val = y_all[train_idx], y_all[val_idx]
     has_val = len(val_idx) > 0
-
-    normalize = spec.model.normalize_inputs and base_model is None
-    model = build_model(plan, meta.input_shape, X_train if normalize else None, base_model)
-    reused = model.layers[: sum(1 for layer in plan.layers if layer.type == "reused")]
     steps = math.ceil(len(X_train) / spec.batch_size)
 
+    checkpoints = Checkpoints(ctx.store, job_id)
+    resume = checkpoints.load() if claimed.attempts > 1 else None
+    if resume is None:
+        checkpoints.clear()
+        normalize = spec.model.normalize_inputs and base_model is None
+        model = build_model(plan, meta.input_shape, X_train if normalize else None, base_model)
+        history: dict[str, list[float | None]] = {}
+        resume_epoch = 0
+    else:
+        model = checkpoints.load_model(resume)
+        history = {k: list(v) for k, v in resume["history"].items()}
+        resume_epoch = int(resume["epoch"])
+    _start_attempt(ctx, job_id, owner, resume_epoch if resume else None, history)
+    reused = model.layers[: sum(1 for layer in plan.layers if layer.type == "reused")]
+
     signal = StopSignal()
-    history: dict[str, list[float | None]] = {}
 
     def report(epoch: int, hist: dict[str, list[float | None]]) -> None:
-        with ctx.session_factory() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(epoch=epoch, history={k: list(v) for k, v in hist.items()})
-            )
-            session.commit()
+        try:
+            with ctx.session_factory() as session:
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.lease_owner == owner)
+                    .values(epoch=epoch, history={k: list(v) for k, v in hist.items()})
+                )
+                session.commit()
+        except OperationalError:  # the database is restarting: the next epoch writes it all
+            log.warning("could not write progress of job %s", job_id, exc_info=True)
 
     def report_health(
         epoch: int, layers: list[dict[str, Any]], found: list[dict[str, Any]]
     ) -> None:
-        with ctx.session_factory() as session:
-            session.add(JobDiagnostics(job_id=job_id, epoch=epoch, layers=layers, flags=found))
-            if found:
-                job = session.scalar(select(Job).where(Job.id == job_id))
-                assert job is not None
-                known = {w["code"] for w in job.warnings or []}
-                new = [f for f in found if f["code"] not in known]
-                if new:
-                    job.warnings = [*(job.warnings or []), *new]
-            session.commit()
+        try:
+            _store_health(ctx, job_id, epoch, layers, found)
+        except OperationalError:
+            log.warning("could not write diagnostics of job %s", job_id, exc_info=True)
 
     deadline = started + spec.max_runtime_seconds if spec.max_runtime_seconds else None
     probe = slice(0, min(PROBE_ROWS, len(X_train)))
@@ -216,7 +197,7 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
     if spec.early_stopping is not None:
         es = spec.early_stopping
         monitor = es.monitor if has_val else es.monitor.removeprefix("val_")
-        early_stopping = keras.callbacks.EarlyStopping(
+        early_stopping = ResumableEarlyStopping(
             monitor=monitor,
             patience=es.patience,
             min_delta=es.min_delta,
@@ -224,7 +205,6 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
             mode="max" if monitor.removeprefix("val_") in ("accuracy", "auc") else "min",
         )
         callbacks.append(early_stopping)
-
     pruning = None
     if spec.pruning is not None:
         p = spec.pruning
@@ -234,47 +214,80 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
             (p.end_epoch or plan.epochs) * steps,
             p.frequency,
         )
-        callbacks.append(pruning)  # last: it re-applies its masks after early stopping
+        callbacks.append(pruning)  # after early stopping: it re-applies its masks at the end
+    if resume is not None:
+        _restore_callbacks(resume, early_stopping, pruning, steps)
 
-    done = threading.Event()
-    watcher = threading.Thread(target=_watch_cancel, args=(ctx, job_id, signal, done), daemon=True)
+    def save_checkpoint(epoch: int, plateau: Any, batches: int = 0) -> None:
+        state: dict[str, Any] = {"epoch": epoch, "batches": batches, "history": history}
+        arrays_out: dict[str, np.ndarray] = {}
+        if early_stopping is not None:
+            state["early_stopping"], best = early_stopping.state()
+            arrays_out.update({f"best_{i}": w for i, w in enumerate(best)})
+        if plateau is not None:
+            state["plateau"] = plateau.state()
+        if pruning is not None:
+            state["pruning"] = {"step": pruning.step, "mask_sparsity": pruning.mask_sparsity}
+            for i, mask in enumerate(pruning.masks or []):
+                arrays_out[f"mask_{i}"] = keras.ops.convert_to_numpy(mask)
+        checkpoints.save(model, state, arrays_out)
+
+    watcher = Watcher(ctx, job_id, owner, signal)
     watcher.start()
     try:
         epochs_done = 0
         for phase in phases(spec):
-            freeze = phase.freeze_base
-            if freeze is None:
-                freeze = spec.base_model.freeze if spec.base_model else False
-            for layer in reused:
-                layer.trainable = not freeze
+            phase_end = epochs_done + phase.epochs
+            if phase_end <= resume_epoch:
+                epochs_done = phase_end
+                continue
+            mid_phase = resume is not None and epochs_done < resume_epoch
             phase_spec = spec
             if phase.learning_rate is not None:
                 optimizer = spec.optimizer.model_copy(update={"learning_rate": phase.learning_rate})
                 phase_spec = spec.model_copy(update={"optimizer": optimizer, "lr_schedule": None})
-            # a new optimizer and a compile for every phase: Keras fixes which weights
-            # train at compile time, and a trainable change without it is silently ignored
-            compile_model(model, phase_spec, plan, steps * phase.epochs)
-            perf = performance_callback(phase_spec, has_val)
+            if not mid_phase:
+                freeze = phase.freeze_base
+                if freeze is None:
+                    freeze = spec.base_model.freeze if spec.base_model else False
+                for layer in reused:
+                    layer.trainable = not freeze
+                # a new optimizer and a compile for every phase: Keras fixes which weights
+                # train at compile time, and a trainable change without it is silently ignored
+                compile_model(model, phase_spec, plan, steps * phase.epochs)
+            # (mid-phase, the checkpoint's compiled optimizer carries on where it stopped)
+            plateau = performance_callback(phase_spec, has_val)
+            if plateau is not None and mid_phase and resume and "plateau" in resume:
+                plateau.resume = resume["plateau"]
+            saver = EpochCheckpoint(lambda epoch, pl=plateau: save_checkpoint(epoch, pl))
             model.fit(
                 X_train,
                 y_train,
                 validation_data=(X_val, y_val) if has_val else None,
-                initial_epoch=epochs_done,
-                epochs=epochs_done + phase.epochs,
+                initial_epoch=max(epochs_done, resume_epoch),
+                epochs=phase_end,
                 batch_size=spec.batch_size,
                 shuffle=True,
                 verbose=0,
-                callbacks=callbacks + ([perf] if perf is not None else []),
+                callbacks=[*callbacks, *([plateau] if plateau else []), saver],
             )
-            epochs_done += phase.epochs
+            epochs_done = phase_end
             if signal.reason is not None:
+                if signal.reason == "released":  # graceful stop: keep this epoch's progress
+                    save_checkpoint(len(history.get("loss", [])), plateau, batches=1)
                 break
     finally:
-        done.set()
-        watcher.join()
+        watcher.stop()
 
+    if signal.reason == "lease_lost":
+        return "lease_lost"  # another worker holds the job now; write nothing
+    if signal.reason == "released":
+        if release(ctx, job_id, owner):
+            requeue(ctx, job_id)
+        return "released"
     if signal.reason == "cancelled":
-        _finish(ctx, job_id, status="cancelled")
+        finish(ctx, job_id, owner, status="cancelled")
+        checkpoints.clear()
         return "cancelled"
     if signal.reason == "diverged":
         raise JobFailed("diverged", DIVERGED_HINT)
@@ -305,33 +318,131 @@ def _train(ctx: WorkerContext, job_id: str, spec: TrainingSpec) -> str:
         path = Path(tmp) / "model.keras"
         model.save(path)
         ctx.store.put_file(key, path)
+    row = TrainedModel(
+        id=model_id,
+        tenant=claimed.tenant,
+        job_id=job_id,
+        base_model_id=spec.base_model.model_id if spec.base_model else None,
+        backend=keras.backend.backend(),
+        task=meta.task,
+        n_classes=meta.n_classes,
+        input_shape=list(meta.input_shape),
+        has_dropout=has_dropout(model),
+        summary=model_summary(model),
+        metrics=metrics,
+        uncertainty=uncertainty,
+        pruning=sparsity_report(model, spec.pruning.target_sparsity) if spec.pruning else None,
+        artifact_key=key,
+    )
+    if not _succeed(ctx, job_id, owner, row, metrics):
+        ctx.store.delete(key)
+        return "lease_lost"
+    checkpoints.clear()
+    return "succeeded"
+
+
+def _start_attempt(
+    ctx: WorkerContext,
+    job_id: str,
+    owner: str,
+    resumed_from: int | None,
+    history: dict[str, list[float | None]],
+) -> None:
     with ctx.session_factory() as session:
-        session.add(
-            TrainedModel(
-                id=model_id,
-                job_id=job_id,
-                base_model_id=spec.base_model.model_id if spec.base_model else None,
-                backend=keras.backend.backend(),
-                task=meta.task,
-                n_classes=meta.n_classes,
-                input_shape=list(meta.input_shape),
-                has_dropout=has_dropout(model),
-                summary=model_summary(model),
-                metrics=metrics,
-                uncertainty=uncertainty,
-                pruning=sparsity_report(model, spec.pruning.target_sparsity)
-                if spec.pruning
-                else None,
-                artifact_key=key,
-            )
-        )
+        values: dict[str, Any] = {"epoch": len(history.get("loss", [])), "history": history}
+        if resumed_from is not None:
+            values["resumed_from_epoch"] = resumed_from
+        else:
+            values["warnings"] = []
+            session.execute(delete(JobDiagnostics).where(JobDiagnostics.job_id == job_id))
         session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(status="succeeded", finished_at=utcnow(), model_id=model_id, metrics=metrics)
+            update(Job).where(Job.id == job_id, Job.lease_owner == owner).values(**values)
         )
         session.commit()
-    return "succeeded"
+
+
+def _store_health(
+    ctx: WorkerContext,
+    job_id: str,
+    epoch: int,
+    layers: list[dict[str, Any]],
+    found: list[dict[str, Any]],
+) -> None:
+    with ctx.session_factory() as session:
+        # an epoch re-run after a resume replaces its earlier record
+        session.execute(
+            delete(JobDiagnostics).where(
+                JobDiagnostics.job_id == job_id, JobDiagnostics.epoch == epoch
+            )
+        )
+        session.add(JobDiagnostics(job_id=job_id, epoch=epoch, layers=layers, flags=found))
+        if found:
+            job = session.scalar(select(Job).where(Job.id == job_id))
+            assert job is not None
+            known = {w["code"] for w in job.warnings or []}
+            new = [f for f in found if f["code"] not in known]
+            if new:
+                job.warnings = [*(job.warnings or []), *new]
+        session.commit()
+
+
+def _restore_callbacks(
+    resume: dict[str, Any], early_stopping: Any, pruning: Any, steps: int
+) -> None:
+    arrays = resume["arrays"]
+    if early_stopping is not None and "early_stopping" in resume:
+        state = dict(resume["early_stopping"])
+        best = [arrays[f"best_{i}"] for i in range(len(arrays)) if f"best_{i}" in arrays]
+        state["best_weights"] = best or None
+        early_stopping.resume = state
+    if pruning is not None and "pruning" in resume:
+        pruning.step = int(resume["pruning"]["step"])
+        pruning.mask_sparsity = float(resume["pruning"]["mask_sparsity"])
+        masks = [arrays[f"mask_{i}"] for i in range(len(arrays)) if f"mask_{i}" in arrays]
+        pruning.resume_masks = masks or None
+
+
+def _succeed(
+    ctx: WorkerContext, job_id: str, owner: str, row: TrainedModel, metrics: dict[str, float | None]
+) -> bool:
+    """Store the model and end the job in one transaction, only while holding the lease."""
+    for attempt in range(30):  # ride out a database restart rather than lose the result
+        try:
+            with ctx.session_factory() as session:
+                done = session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.lease_owner == owner)
+                    .values(
+                        status="succeeded",
+                        finished_at=utcnow(),
+                        model_id=row.id,
+                        metrics=metrics,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                )
+                if done.rowcount != 1:  # type: ignore[attr-defined]
+                    session.rollback()
+                    return False
+                session.add(row)
+                session.commit()
+                return True
+        except OperationalError:
+            log.warning("database unavailable while storing job %s (try %d)", job_id, attempt)
+            time.sleep(2)
+    raise RuntimeError("the database stayed unavailable while storing the model")
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves a checkpoint at each epoch end (last in the list: after every state change)."""
+
+    def __init__(self, save: Any) -> None:
+        super().__init__()
+        self.save = save
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if math.isfinite(float((logs or {}).get("loss", 0.0))):  # never keep a diverged state
+            self.save(epoch + 1)
 
 
 def phases(spec: TrainingSpec) -> list[Phase]:

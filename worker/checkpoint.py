@@ -1,0 +1,108 @@
+"""Per-epoch checkpoints of a training job, so a job whose worker dies resumes, not restarts.
+
+Each checkpoint holds the model with its optimizer state (weights, moments, step count, hence
+the schedule's position), the epoch reached, the history, and the state of the callbacks that
+carry some (early stopping's best, the plateau schedule's patience, pruning's step and masks).
+Files are written first, then `checkpoint.json` pointing at them, so a torn write is never
+read.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from service.artifacts import ArtifactStore
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose progress survives a restart (Keras resets it in on_train_begin)."""
+
+    resume: dict[str, Any] | None = None
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        super().on_train_begin(logs)
+        if self.resume:
+            self.wait, self.best = self.resume["wait"], self.resume["best"]
+            self.best_epoch = self.resume["best_epoch"]
+            self.best_weights = self.resume.get("best_weights")
+            self.resume = None
+
+    def state(self) -> tuple[dict[str, Any], list[np.ndarray]]:
+        best = None if self.best is None else float(self.best)
+        weights = [np.asarray(w) for w in self.best_weights] if self.best_weights else []
+        return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}, weights
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    resume: dict[str, Any] | None = None
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        super().on_train_begin(logs)
+        if self.resume:
+            self.wait, self.best = self.resume["wait"], self.resume["best"]
+            self.cooldown_counter = self.resume["cooldown_counter"]
+            self.resume = None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "wait": self.wait,
+            "best": float(self.best),
+            "cooldown_counter": self.cooldown_counter,
+        }
+
+
+class Checkpoints:
+    """Reads and writes the checkpoint of one job in the artifact store."""
+
+    def __init__(self, store: ArtifactStore, job_id: str) -> None:
+        self.store = store
+        self.prefix = f"jobs/{job_id}"
+
+    def load(self) -> dict[str, Any] | None:
+        key = f"{self.prefix}/checkpoint.json"
+        if not self.store.exists(key):
+            return None
+        state: dict[str, Any] = json.loads(self.store.read_bytes(key))
+        arrays = np.load(self.store.path(state["arrays"]), allow_pickle=False)
+        state["arrays"] = {name: arrays[name] for name in arrays.files}
+        return state
+
+    def load_model(self, state: dict[str, Any]) -> keras.Model:
+        model = keras.saving.load_model(self.store.path(state["model"]), safe_mode=True)
+        return model
+
+    def save(
+        self, model: keras.Model, state: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None:
+        tag = f"e{state['epoch']:05d}-b{state.get('batches', 0)}"
+        model_key = f"{self.prefix}/ckpt-{tag}.keras"
+        arrays_key = f"{self.prefix}/ckpt-{tag}.npz"
+        previous = self.load_keys()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.keras"
+            model.save(path)
+            self.store.put_file(model_key, path)
+            npz = Path(tmp) / "arrays.npz"
+            np.savez(npz, **arrays)  # type: ignore[arg-type]
+            self.store.put_file(arrays_key, npz)
+        body = {**state, "model": model_key, "arrays": arrays_key}
+        self.store.put_bytes(f"{self.prefix}/checkpoint.json", json.dumps(body).encode())
+        for key in previous:
+            if key not in (model_key, arrays_key):
+                self.store.delete(key)
+
+    def load_keys(self) -> list[str]:
+        key = f"{self.prefix}/checkpoint.json"
+        if not self.store.exists(key):
+            return []
+        state = json.loads(self.store.read_bytes(key))
+        return [state["model"], state["arrays"]]
+
+    def clear(self) -> None:
+        for key in self.load_keys():
+            self.store.delete(key)
+        self.store.delete(f"{self.prefix}/checkpoint.json")

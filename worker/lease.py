@@ -1,0 +1,258 @@
+"""Job leases: which worker may train a job. The database decides, not the broker.
+
+A worker claims a job with one conditional UPDATE (queued, or running with an expired lease),
+renews the lease by heartbeats while it trains, and writes results only while it still holds
+it. A redelivered message for a job held by a live worker is dropped.
+"""
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from service.jobs import TERMINAL
+from service.models import Job, utcnow
+from worker.callbacks import StopSignal
+from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+WATCH_SECONDS = 0.5
+
+
+def worker_id(node: str | None = None) -> str:
+    """This process's lease owner name: Celery node (or host) and pid."""
+    return f"{node or socket.gethostname()}/{os.getpid()}"
+
+
+@dataclass
+class Claim:
+    kind: str
+    spec: dict[str, Any]
+    tenant: str
+    attempts: int
+    owner: str
+
+
+def claim(ctx: WorkerContext, job_id: str, owner: str) -> Claim | None:
+    """Take the job, or None: unknown, ended, cancelled, or held by a live worker."""
+    now = utcnow()
+    expires = now + timedelta(seconds=ctx.settings.lease_seconds)
+    with ctx.session_factory() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        if job is None or job.status in TERMINAL:
+            return None
+        if job.cancel_requested and job.status == "queued":
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(status="cancelled", finished_at=now)
+            )
+            session.commit()
+            return None
+        if job.attempts >= ctx.settings.max_attempts:
+            fail_worker_lost(session, job_id, job.attempts)
+            session.commit()
+            return None
+        taken = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.cancel_requested.is_(False),
+                or_(
+                    Job.status == "queued",
+                    and_(
+                        Job.status == "running",
+                        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+                    ),
+                ),
+            )
+            .values(
+                status="running",
+                lease_owner=owner,
+                lease_expires_at=expires,
+                attempts=Job.attempts + 1,
+                release_requested=False,
+                started_at=now,
+                error=None,
+            )
+        )
+        session.commit()
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        assert job is not None
+        return Claim(job.kind, dict(job.spec), job.tenant, job.attempts, owner)
+
+
+def fail_worker_lost(session: Any, job_id: str, attempts: int) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.notin_(TERMINAL))
+        .values(
+            status="failed",
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_expires_at=None,
+            error={
+                "code": "worker_lost",
+                "message": f"The job's worker was lost {attempts} times; giving up.",
+            },
+        )
+    )
+
+
+def owned(owner: str) -> Any:
+    return Job.lease_owner == owner
+
+
+def finish(ctx: WorkerContext, job_id: str, owner: str, **values: Any) -> bool:
+    """Write the job's end, only while this worker holds the lease."""
+    with ctx.session_factory() as session:
+        done = session.execute(
+            update(Job)
+            .where(Job.id == job_id, owned(owner))
+            .values(finished_at=utcnow(), lease_owner=None, lease_expires_at=None, **values)
+        )
+        session.commit()
+        return done.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+def release(ctx: WorkerContext, job_id: str, owner: str) -> bool:
+    """Hand the job back (graceful stop): queued again, the try not counted as lost."""
+    with ctx.session_factory() as session:
+        done = session.execute(
+            update(Job)
+            .where(Job.id == job_id, owned(owner))
+            .values(
+                status="queued",
+                lease_owner=None,
+                lease_expires_at=None,
+                release_requested=False,
+                attempts=Job.attempts - 1,
+                enqueued_at=utcnow(),
+            )
+        )
+        session.commit()
+        return done.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+class Watcher(threading.Thread):
+    """Renews the lease and watches for cancel and release requests while a job trains."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str, owner: str, signal: StopSignal) -> None:
+        super().__init__(daemon=True, name=f"lease-{job_id}")
+        self.ctx, self.job_id, self.owner, self.signal = ctx, job_id, owner, signal
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        beat_every = self.ctx.settings.heartbeat_seconds
+        last_beat = 0.0
+        elapsed = 0.0
+        while not self.done.wait(WATCH_SECONDS):
+            elapsed += WATCH_SECONDS
+            try:
+                with self.ctx.session_factory() as session:
+                    row = session.execute(
+                        select(Job.cancel_requested, Job.release_requested, Job.lease_owner).where(
+                            Job.id == self.job_id
+                        )
+                    ).one()
+                    if row.lease_owner != self.owner:
+                        self.signal.set("lease_lost")
+                        return
+                    if row.cancel_requested:
+                        self.signal.set("cancelled")
+                    elif row.release_requested:
+                        self.signal.set("released")
+                    if elapsed - last_beat >= beat_every:
+                        expires = utcnow() + timedelta(seconds=self.ctx.settings.lease_seconds)
+                        session.execute(
+                            update(Job)
+                            .where(Job.id == self.job_id, owned(self.owner))
+                            .values(lease_expires_at=expires)
+                        )
+                        session.commit()
+                        last_beat = elapsed
+            except Exception:  # a database restart must not kill training; the lease may lapse
+                log.warning("lease watcher could not reach the database", exc_info=True)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
+def requeue(ctx: WorkerContext, job_id: str, kind: str = "train") -> bool:
+    """Send the job's task again (after a hand-back, an expired lease, a lost message)."""
+    from service.queue import OPTIMIZE_TASK, TRAIN_TASK, enqueue, make_celery
+
+    if ctx.celery is None:
+        ctx.celery = make_celery(ctx.settings)
+    task = OPTIMIZE_TASK if kind == "optimize" else TRAIN_TASK
+    return enqueue(ctx.celery, ctx.settings, task, job_id)
+
+
+def reconcile(ctx: WorkerContext) -> dict[str, int]:
+    """Make the queue match the database, which is the source of truth.
+
+    Running jobs whose lease expired (their worker died) are enqueued again, or fail as
+    worker_lost past max_attempts; queued jobs not started for requeue_after_seconds (their
+    message was lost, e.g. with a Redis restart) are enqueued again. Safe to run anywhere
+    and often: a duplicate message finds the job taken and is dropped.
+    """
+    s = ctx.settings
+    now = utcnow()
+    counts = {"requeued_expired": 0, "requeued_queued": 0, "worker_lost": 0}
+    with ctx.session_factory() as session:
+        expired = session.scalars(
+            select(Job).where(
+                Job.status == "running",
+                Job.lease_expires_at < now,
+                or_(
+                    Job.enqueued_at.is_(None),
+                    Job.enqueued_at < now - timedelta(seconds=s.lease_seconds),
+                ),
+            )
+        ).all()
+        stale = session.scalars(
+            select(Job).where(
+                Job.status == "queued",
+                or_(
+                    Job.enqueued_at.is_(None),
+                    Job.enqueued_at < now - timedelta(seconds=s.requeue_after_seconds),
+                ),
+            )
+        ).all()
+        todo = []
+        for job in expired:
+            if job.attempts >= s.max_attempts:
+                fail_worker_lost(session, job.id, job.attempts)
+                counts["worker_lost"] += 1
+            else:
+                job.enqueued_at = now
+                todo.append((job.id, job.kind))
+                counts["requeued_expired"] += 1
+        for job in stale:
+            job.enqueued_at = now
+            todo.append((job.id, job.kind))
+            counts["requeued_queued"] += 1
+        session.commit()
+    for job_id, kind in todo:  # after the commit, as every enqueue
+        requeue(ctx, job_id, kind)
+    return counts
+
+
+def request_release(ctx: WorkerContext, node: str) -> int:
+    """Ask this node's running jobs to checkpoint and hand themselves back (graceful stop)."""
+    with ctx.session_factory() as session:
+        done = session.execute(
+            update(Job)
+            .where(Job.status == "running", Job.lease_owner.like(f"{node}/%"))
+            .values(release_requested=True)
+        )
+        session.commit()
+        return done.rowcount  # type: ignore[attr-defined,no-any-return]
