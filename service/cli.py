@@ -95,6 +95,8 @@ def worker(args: argparse.Namespace) -> int:
     command = _worker_command(
         args.queues or settings.queue, args.pool, args.concurrency, args.loglevel
     )
+    if args.hostname:
+        command += ["-n", args.hostname]
     os.execv(sys.executable, command)
 
 
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queues", default=None, help="comma-separated queues (default: KTS_QUEUE)")
     p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     p.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
+    p.add_argument("--hostname", default=None, help="Celery node name, e.g. gpu0@%%h")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=worker)
 

@@ -196,6 +196,20 @@ def requeue(ctx: WorkerContext, job_id: str, kind: str = "train") -> bool:
     return enqueue(ctx.celery, ctx.settings, task, job_id)
 
 
+def queue_length(ctx: WorkerContext) -> int | None:
+    """Messages waiting in the job queue, or None when the broker cannot say."""
+    from service.queue import make_celery
+
+    if ctx.celery is None:
+        ctx.celery = make_celery(ctx.settings)
+    try:
+        with ctx.celery.connection_for_read() as conn:
+            ok = conn.default_channel.queue_declare(ctx.settings.queue, passive=True)
+            return int(ok.message_count)
+    except Exception:
+        return None
+
+
 def reconcile(ctx: WorkerContext) -> dict[str, int]:
     """Make the queue match the database, which is the source of truth.
 
