@@ -26,11 +26,20 @@ sys.path.insert(0, str(ROOT))
 
 from service.models import Job, TrainedModel  # noqa: E402
 
-JOB = {"dataset": {"builtin": "iris"}, "epochs": 4, "batch_size": 4, "validation_split": 0.2,
-       "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"},
-                            {"type": "dropout", "rate": 0.1},
-                            {"type": "dense", "units": 3, "activation": "softmax"}]},
-       "uncertainty_samples": 10}
+JOB = {
+    "dataset": {"builtin": "iris"},
+    "epochs": 4,
+    "batch_size": 4,
+    "validation_split": 0.2,
+    "model": {
+        "layers": [
+            {"type": "dense", "units": 16, "activation": "relu"},
+            {"type": "dropout", "rate": 0.1},
+            {"type": "dense", "units": 3, "activation": "softmax"},
+        ]
+    },
+    "uncertainty_samples": 10,
+}
 
 
 def free_port() -> int:
@@ -49,16 +58,24 @@ class Cluster:
         self.kts = str(Path(sys.executable).parent / "kts")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KTS_")}
         self.env.update(
-            KTS_DATABASE_URL=pg_url, KTS_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/0",
-            KTS_DATA_DIR=str(root / "data"), KTS_REQUIRE_AUTH="false", KTS_QUEUE="chaos",
-            KTS_LEASE_SECONDS="4", KTS_HEARTBEAT_SECONDS="1", KTS_RECONCILE_SECONDS="1",
-            KTS_REQUEUE_AFTER_SECONDS="5", KTS_MAX_ATTEMPTS="6")
+            KTS_DATABASE_URL=pg_url,
+            KTS_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/0",
+            KTS_DATA_DIR=str(root / "data"),
+            KTS_REQUIRE_AUTH="false",
+            KTS_QUEUE="chaos",
+            KTS_LEASE_SECONDS="4",
+            KTS_HEARTBEAT_SECONDS="1",
+            KTS_RECONCILE_SECONDS="1",
+            KTS_REQUEUE_AFTER_SECONDS="5",
+            KTS_MAX_ATTEMPTS="6",
+        )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, command: list[str]) -> None:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
-        self.procs[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=log,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=log, start_new_session=True
+        )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
@@ -69,11 +86,27 @@ class Cluster:
         proc.wait(timeout=60)
 
     def start_redis(self) -> None:
-        self.start("redis", ["redis-server", "--port", str(self.redis_port), "--bind",
-                             "127.0.0.1", "--save", "", "--appendonly", "no"])
+        self.start(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
         for _ in range(100):
-            if subprocess.run(["redis-cli", "-p", str(self.redis_port), "ping"],
-                              capture_output=True).stdout.strip() == b"PONG":
+            if (
+                subprocess.run(
+                    ["redis-cli", "-p", str(self.redis_port), "ping"], capture_output=True
+                ).stdout.strip()
+                == b"PONG"
+            ):
                 return
             time.sleep(0.05)
         raise RuntimeError("redis did not start")
@@ -81,8 +114,9 @@ class Cluster:
     def up(self) -> str:
         self.start_redis()
         subprocess.run([self.kts, "migrate"], env=self.env, check=True, capture_output=True)
-        self.start("api", [self.kts, "serve", "--port", str(self.api_port), "--loglevel",
-                           "WARNING"])
+        self.start(
+            "api", [self.kts, "serve", "--port", str(self.api_port), "--loglevel", "WARNING"]
+        )
         base = f"http://127.0.0.1:{self.api_port}"
         for _ in range(300):
             try:
@@ -94,16 +128,16 @@ class Cluster:
         raise RuntimeError("api did not start")
 
     def worker(self, name: str) -> None:
-        self.start(name, [self.kts, "worker", "--hostname", f"{name}@%h", "--loglevel",
-                          "WARNING"])
+        self.start(name, [self.kts, "worker", "--hostname", f"{name}@%h", "--loglevel", "WARNING"])
 
     def down(self) -> None:
         for name in list(self.procs):
             self.kill(name, signal.SIGTERM if name != "redis" else signal.SIGKILL)
 
 
-def run_chaos(pg_url: str, n_jobs: int, kills: int = 2, timeout: float = 900,
-              root: Path | None = None) -> dict[str, Any]:
+def run_chaos(
+    pg_url: str, n_jobs: int, kills: int = 2, timeout: float = 900, root: Path | None = None
+) -> dict[str, Any]:
     root = root or Path(tempfile.mkdtemp(prefix="kts-chaos-"))
     cluster = Cluster(root, pg_url)
     engine = create_engine(pg_url)
@@ -114,8 +148,10 @@ def run_chaos(pg_url: str, n_jobs: int, kills: int = 2, timeout: float = 900,
         for name in workers:
             cluster.worker(name)
         with httpx.Client(timeout=30) as client:
-            ids = [client.post(f"{base}/v1/jobs", json={**JOB, "seed": i}).json()["id"]
-                   for i in range(n_jobs)]
+            ids = [
+                client.post(f"{base}/v1/jobs", json={**JOB, "seed": i}).json()["id"]
+                for i in range(n_jobs)
+            ]
         started = time.monotonic()
         generation = 0
         for k in range(kills):
@@ -133,28 +169,45 @@ def run_chaos(pg_url: str, n_jobs: int, kills: int = 2, timeout: float = 900,
             cluster.worker(replacement)
         while time.monotonic() - started < timeout:
             with engine.connect() as conn:
-                open_jobs = conn.scalar(select(func.count()).select_from(Job).where(
-                    Job.id.in_(ids), Job.status.in_(("queued", "running"))))
+                open_jobs = conn.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.id.in_(ids), Job.status.in_(("queued", "running")))
+                )
             if open_jobs == 0:
                 break
             time.sleep(1)
         elapsed = time.monotonic() - started
         with engine.connect() as conn:
-            statuses = Counter(r.status for r in conn.execute(
-                select(Job.status).where(Job.id.in_(ids))))
-            models = Counter(r.job_id for r in conn.execute(
-                select(TrainedModel.job_id).where(TrainedModel.job_id.in_(ids))))
-            resumed = {r.id: r.resumed_from_epoch for r in conn.execute(
-                select(Job.id, Job.resumed_from_epoch).where(Job.id.in_(killed_jobs)))}
-            attempts = Counter(r.attempts for r in conn.execute(
-                select(Job.attempts).where(Job.id.in_(ids))))
+            statuses = Counter(
+                r.status for r in conn.execute(select(Job.status).where(Job.id.in_(ids)))
+            )
+            models = Counter(
+                r.job_id
+                for r in conn.execute(
+                    select(TrainedModel.job_id).where(TrainedModel.job_id.in_(ids))
+                )
+            )
+            resumed = {
+                r.id: r.resumed_from_epoch
+                for r in conn.execute(
+                    select(Job.id, Job.resumed_from_epoch).where(Job.id.in_(killed_jobs))
+                )
+            }
+            attempts = Counter(
+                r.attempts for r in conn.execute(select(Job.attempts).where(Job.id.in_(ids)))
+            )
         return {
-            "jobs": n_jobs, "seconds": round(elapsed, 1), "statuses": dict(statuses),
+            "jobs": n_jobs,
+            "seconds": round(elapsed, 1),
+            "statuses": dict(statuses),
             "lost": n_jobs - sum(statuses[s] for s in ("succeeded", "failed", "cancelled")),
             "duplicated": sum(1 for c in models.values() if c > 1),
             "without_model": sum(1 for i in ids if models[i] == 0),
-            "killed_jobs": killed_jobs, "resumed_from_epoch": resumed,
-            "attempts": dict(attempts), "logs": str(root),
+            "killed_jobs": killed_jobs,
+            "resumed_from_epoch": resumed,
+            "attempts": dict(attempts),
+            "logs": str(root),
         }
     finally:
         cluster.down()
@@ -165,9 +218,11 @@ def _wait_for_running_job(engine: Any, worker: str, deadline: float) -> str:
     """A job this worker is training, past its first epoch (so it has a checkpoint)."""
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            row = conn.execute(select(Job.id).where(
-                Job.status == "running", Job.lease_owner.like(f"{worker}@%"),
-                Job.epoch >= 2)).first()
+            row = conn.execute(
+                select(Job.id).where(
+                    Job.status == "running", Job.lease_owner.like(f"{worker}@%"), Job.epoch >= 2
+                )
+            ).first()
         if row:
             return str(row.id)
         time.sleep(0.02)
@@ -185,8 +240,9 @@ def main() -> None:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        result = run_chaos(args.pg.rsplit("/", 1)[0] + f"/{name}", args.jobs, args.kills,
-                           timeout=3600)
+        result = run_chaos(
+            args.pg.rsplit("/", 1)[0] + f"/{name}", args.jobs, args.kills, timeout=3600
+        )
         for key, value in result.items():
             print(f"{key}: {value}")
     finally:
