@@ -77,13 +77,18 @@ class Cluster:
             command, env=self.env, stdout=log, stderr=log, start_new_session=True
         )
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+    def kill(self, name: str, sig: int = signal.SIGKILL, group: bool = True) -> None:
+        """Signal the process group (a SIGKILL takes the worker and its children), or only
+        the main process, as `docker stop` does."""
         proc = self.procs.pop(name)
         try:
-            os.killpg(proc.pid, sig)
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
         except ProcessLookupError:
             pass
-        proc.wait(timeout=60)
+        proc.wait(timeout=120)
 
     def start_redis(self) -> None:
         self.start(

@@ -84,3 +84,22 @@ def test_list_is_newest_first_and_paginated(client: TestClient) -> None:
     assert page3["next_cursor"] is None
     assert client.get("/v1/datasets", params={"cursor": "%%%"}).status_code == 422
     assert client.get("/v1/datasets/unknown").status_code == 404
+
+
+def test_npz_bomb_is_refused_before_inflating(settings: object) -> None:
+    from service.app import create_app
+
+    s = settings.model_copy(update={"max_uncompressed_bytes": 1_000_000})  # type: ignore[attr-defined]
+    buf = io.BytesIO()
+    np.savez_compressed(buf, X=np.zeros((2000, 1000), dtype="float32"), y=np.zeros(2000, int))
+    assert len(buf.getvalue()) < 100_000  # 8 MB of zeros in a small archive
+    with TestClient(create_app(s)) as c:
+        r = c.post("/v1/datasets", files={"file": ("bomb.npz", buf.getvalue())})
+        assert r.status_code == 413
+
+
+def test_pickled_arrays_are_refused(client: TestClient) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, X=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4, dtype=int))
+    r = client.post("/v1/datasets", files={"file": ("p.npz", buf.getvalue())})
+    assert r.status_code == 422 and "pickle" in r.json()["error"]["message"]

@@ -118,3 +118,26 @@ def test_kts_keys_create_prints_a_working_key(tmp_path: Any) -> None:
         assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     listed = subprocess.run([kts, "keys", "list"], env=env, capture_output=True, text=True)
     assert "carol" in listed.stdout and key not in listed.stdout
+
+
+def test_serving_off_loopback_without_keys_is_refused(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "KTS_DATA_DIR": str(tmp_path),
+        "KTS_REQUIRE_AUTH": "false",
+        "KTS_BROKER_URL": "redis://127.0.0.1:6379/15",
+    }
+    kts = str(Path(sys.executable).parent / "kts")
+    out = subprocess.run(
+        [kts, "serve", "--host", "0.0.0.0", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "without API keys" in out.stderr

@@ -7,6 +7,7 @@ it. A redelivered message for a job held by a live worker is dropped.
 
 import logging
 import os
+import signal
 import socket
 import threading
 from dataclasses import dataclass
@@ -22,6 +23,23 @@ from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.5
+# Set when this process is asked to stop (SIGTERM reaching a prefork child directly): the
+# running job checkpoints and hands itself back rather than dying mid-epoch.
+HAND_BACK = threading.Event()
+TRAINING = threading.Event()
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    if HAND_BACK.is_set() or not TRAINING.is_set():  # idle, or asked twice: stop now
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    HAND_BACK.set()
+
+
+def hand_back_on_sigterm() -> None:
+    """Install the SIGTERM handler above (in prefork children; Celery owns the parent's)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def worker_id(node: str | None = None) -> str:
@@ -167,7 +185,7 @@ class Watcher(threading.Thread):
                         return
                     if row.cancel_requested:
                         self.signal.set("cancelled")
-                    elif row.release_requested:
+                    elif row.release_requested or HAND_BACK.is_set():
                         self.signal.set("released")
                     if elapsed - last_beat >= beat_every:
                         expires = utcnow() + timedelta(seconds=self.ctx.settings.lease_seconds)
@@ -181,9 +199,14 @@ class Watcher(threading.Thread):
             except Exception:  # a database restart must not kill training; the lease may lapse
                 log.warning("lease watcher could not reach the database", exc_info=True)
 
+    def start(self) -> None:
+        TRAINING.set()
+        super().start()
+
     def stop(self) -> None:
         self.done.set()
         self.join()
+        TRAINING.clear()
 
 
 def requeue(ctx: WorkerContext, job_id: str, kind: str = "train") -> bool:

@@ -148,7 +148,7 @@ def _train(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
     steps = math.ceil(len(X_train) / spec.batch_size)
 
     checkpoints = Checkpoints(ctx.store, job_id)
-    resume = checkpoints.load() if claimed.attempts > 1 else None
+    resume = checkpoints.load()  # left by a dead worker, or by a graceful hand-back
     if resume is None:
         checkpoints.clear()
         normalize = spec.model.normalize_inputs and base_model is None

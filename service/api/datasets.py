@@ -37,7 +37,7 @@ def upload_dataset(
         arrays = datasets.parse_csv(data, target, task, settings.max_rows, settings.max_features)
     elif filename.endswith(".npz") or data[:2] == b"PK":
         arrays = datasets.parse_npz(
-            data, settings.max_rows, settings.max_features, settings.max_upload_bytes
+            data, settings.max_rows, settings.max_features, settings.max_uncompressed_bytes
         )
         if task == "regression":
             arrays = datasets.Arrays(arrays.X, arrays.y.astype("float32"))
