@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from service.api import datasets, health, jobs, models
+from service.api import batch_predictions, datasets, health, jobs, models
 from service.artifacts import ArtifactStore
 from service.db import make_engine, make_session_factory
 from service.errors import install_error_handlers
@@ -25,6 +25,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.require_auth = settings.require_auth is not False
     install_error_handlers(app)
-    for module in (health, datasets, jobs, models):
+    for module in (health, datasets, jobs, models, batch_predictions):
         app.include_router(module.router)
     return app

@@ -9,9 +9,11 @@ import io
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
+from service.artifacts import ArtifactStore
 from service.errors import ErrorDetail, PayloadTooLarge, SpecInvalid
 from service.spec.plan import DatasetMeta
 from service.spec.training import BUILTIN_DATASETS
@@ -177,12 +179,16 @@ def parse_csv(
     return _finish(X, y, class_names, max_rows, max_features)
 
 
-def to_npz_bytes(arrays: Arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, X=arrays.X, y=arrays.y)
-    return buf.getvalue()
+def save_arrays(store: ArtifactStore, prefix: str, arrays: Arrays) -> None:
+    """One plain .npy per array, so a reader can memory-map rows instead of loading them."""
+    for name, array in (("X", arrays.X), ("y", arrays.y)):
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        store.put_bytes(f"{prefix}/{name}.npy", buf.getvalue())
 
 
-def from_npz_bytes(data: bytes) -> Arrays:
-    npz = np.load(io.BytesIO(data), allow_pickle=False)
-    return Arrays(npz["X"], npz["y"])
+def load_arrays(store: ArtifactStore, prefix: str, mmap: bool = False) -> Arrays:
+    mode: Literal["r"] | None = "r" if mmap else None
+    X = np.load(store.path(f"{prefix}/X.npy"), mmap_mode=mode, allow_pickle=False)
+    y = np.load(store.path(f"{prefix}/y.npy"), mmap_mode=mode, allow_pickle=False)
+    return Arrays(X, y)

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 
 TRAIN_TASK = "kts.train"
 OPTIMIZE_TASK = "kts.optimize"
+BATCH_PREDICT_TASK = "kts.batch_predict"
+TASK_OF_KIND = {"train": TRAIN_TASK, "optimize": OPTIMIZE_TASK, "batch_predict": BATCH_PREDICT_TASK}
 
 
 def make_celery(settings: Settings) -> Celery:

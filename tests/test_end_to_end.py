@@ -144,7 +144,7 @@ def full_flow(base: str) -> None:
     assert [
         (x["name"], x["class_name"], x["output_shape"], x["params"]) for x in stored["layers"]
     ] == [(x["name"], x["class_name"], x["output_shape"], x["params"]) for x in planned["layers"]]
-    assert model["base_model_id"] is None and model["uncertainty"] is None
+    assert model["base_model_id"] is None and model["uncertainty"]["mc_samples"] == 100
 
     art = httpx.get(f"{base}/v1/models/{job['model_id']}/artifact")
     assert art.status_code == 200
@@ -178,6 +178,35 @@ def full_flow(base: str) -> None:
         f"{base}/v1/models/{job['model_id']}/predict", json={"instances": X, "mc_samples": 10_001}
     )
     assert too_many.status_code == 422
+    batch_scoring(base, job["model_id"])
+
+
+def batch_scoring(base: str, model_id: str) -> None:
+    """Upload a data set, score it with MC Dropout on the worker, read the results back."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    buf = io.BytesIO()
+    np.savez(buf, X=digits.data[:500], y=digits.target[:500])
+    ds = httpx.post(f"{base}/v1/datasets", files={"file": ("d.npz", buf.getvalue())}).json()
+    r = httpx.post(
+        f"{base}/v1/models/{model_id}/batch-predictions",
+        json={"dataset": {"id": ds["id"]}, "mc_samples": 20, "seed": 3},
+    )
+    assert r.status_code == 202, r.text
+    url = f"{base}/v1/batch-predictions/{r.json()['id']}"
+    deadline = time.monotonic() + 120
+    while (state := httpx.get(url).json())["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert state["status"] == "succeeded", state
+    assert state["progress"] == {"rows_done": 500, "rows": 500}
+    top = httpx.get(f"{url}/results", params={"sort": "-predictive_entropy", "limit": 5}).json()
+    assert [p["row"] for p in top["predictions"]] == [
+        u["row"] for u in state["summary"]["most_uncertain"][:5]
+    ]
+    csv_text = httpx.get(f"{url}/results", params={"format": "csv"}).text
+    assert len(csv_text.strip().splitlines()) == 501
 
 
 def test_embedded_default(tmp_path: Path) -> None:

@@ -211,12 +211,11 @@ class Watcher(threading.Thread):
 
 def requeue(ctx: WorkerContext, job_id: str, kind: str = "train") -> bool:
     """Send the job's task again (after a hand-back, an expired lease, a lost message)."""
-    from service.queue import OPTIMIZE_TASK, TRAIN_TASK, enqueue, make_celery
+    from service.queue import TASK_OF_KIND, enqueue, make_celery
 
     if ctx.celery is None:
         ctx.celery = make_celery(ctx.settings)
-    task = OPTIMIZE_TASK if kind == "optimize" else TRAIN_TASK
-    return enqueue(ctx.celery, ctx.settings, task, job_id)
+    return enqueue(ctx.celery, ctx.settings, TASK_OF_KIND[kind], job_id)
 
 
 def queue_length(ctx: WorkerContext) -> int | None:

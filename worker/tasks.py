@@ -21,3 +21,10 @@ def optimize(self: Any, job_id: str) -> str:
     """Derive a new model for the optimize job with this id."""
     init_keras()
     return run_job(worker_context(), job_id, worker_id(self.request.hostname))
+
+
+@app.task(name="kts.batch_predict", bind=True, acks_late=True)
+def batch_predict(self: Any, job_id: str) -> str:
+    """Score the data set of the batch prediction with this id."""
+    init_keras()
+    return run_job(worker_context(), job_id, worker_id(self.request.hostname))

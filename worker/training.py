@@ -66,6 +66,10 @@ def run_job(ctx: WorkerContext, job_id: str, owner: str | None = None) -> str:
             from worker.optimize import run_optimize
 
             return run_optimize(ctx, job_id, claimed)
+        if claimed.kind == "batch_predict":
+            from worker.batch_predict import run_batch_prediction
+
+            return run_batch_prediction(ctx, job_id, claimed)
         return _train(ctx, job_id, claimed)
     except (JobFailed, ApiError) as exc:  # ApiError: the data changed under a queued job
         finish(
@@ -93,7 +97,7 @@ def load_arrays(ctx: WorkerContext, spec: TrainingSpec) -> datasets.Arrays:
         return datasets.load_builtin(spec.dataset.builtin)
     with ctx.session_factory() as session:
         key = get_dataset(session, spec.dataset.id).artifact_key
-    return datasets.from_npz_bytes(ctx.store.read_bytes(key))
+    return datasets.load_arrays(ctx.store, key)
 
 
 def split(n: int, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -45,8 +45,8 @@ def upload_dataset(
         raise SpecInvalid([ErrorDetail(("file",), "Expected a .npz or .csv file.")])
     meta = datasets.describe(arrays)
     dataset_id = new_id()
-    key = f"datasets/{dataset_id}/data.npz"
-    store.put_bytes(key, datasets.to_npz_bytes(arrays))
+    key = f"datasets/{dataset_id}"
+    datasets.save_arrays(store, key, arrays)
     row = Dataset(
         tenant=tenant,
         id=dataset_id,

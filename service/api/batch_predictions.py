@@ -1,0 +1,98 @@
+"""Batch-prediction routes: score a stored data set on the workers, then page or download."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import select
+
+from service import batch, jobs
+from service.api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from service.auth import TenantDep
+from service.models import BatchPrediction, Job
+from service.queue import BATCH_PREDICT_TASK, enqueue
+
+router = APIRouter(tags=["batch predictions"])
+
+
+@router.post("/v1/models/{model_id}/batch-predictions", status_code=202)
+def create_batch_prediction(
+    model_id: str,
+    body: batch.BatchPredictionCreate,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+) -> dict[str, Any]:
+    """Queue the scoring of a whole stored data set (plain or with MC Dropout)."""
+    model = jobs.get_model(session, model_id, tenant)
+    row = batch.create(session, settings, model, body, tenant)
+    session.commit()
+    enqueue(celery, settings, BATCH_PREDICT_TASK, row.id)
+    return batch.read(*batch.get(session, row.id, tenant))
+
+
+@router.get("/v1/batch-predictions/{batch_id}")
+def read_batch_prediction(batch_id: str, tenant: TenantDep, session: SessionDep) -> dict[str, Any]:
+    """One batch prediction: status, progress, summary."""
+    return batch.read(*batch.get(session, batch_id, tenant))
+
+
+@router.get("/v1/batch-predictions")
+def list_batch_predictions(
+    tenant: TenantDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+) -> dict[str, Any]:
+    """Batch predictions, newest first."""
+    rows, next_cursor = jobs.page(
+        session, BatchPrediction, limit, cursor, BatchPrediction.tenant == tenant
+    )
+    by_id = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_([r.id for r in rows])))}
+    return {"items": [batch.read(r, by_id[r.id]) for r in rows], "next_cursor": next_cursor}
+
+
+@router.post("/v1/batch-predictions/{batch_id}/cancel", status_code=202)
+def cancel_batch_prediction(
+    batch_id: str, tenant: TenantDep, session: SessionDep
+) -> dict[str, Any]:
+    """Cancel a queued or running batch prediction (no half results are kept)."""
+    batch.get(session, batch_id, tenant)
+    jobs.cancel_job(session, batch_id, tenant)
+    session.commit()
+    return batch.read(*batch.get(session, batch_id, tenant))
+
+
+@router.get("/v1/batch-predictions/{batch_id}/results", response_model=None)
+def batch_prediction_results(
+    batch_id: str,
+    tenant: TenantDep,
+    session: SessionDep,
+    store: StoreDep,
+    format: Annotated[batch.ResultFormat, Query(description="json pages, csv or parquet")] = "json",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    sort: Annotated[
+        str | None, Query(max_length=40, description="e.g. -predictive_entropy")
+    ] = None,
+) -> dict[str, Any] | FileResponse | StreamingResponse:
+    """The stored per-row predictions: JSON pages, or a CSV or Parquet file."""
+    row, job = batch.get(session, batch_id, tenant)
+    if format == "parquet":
+        batch.page(store, row, job, 0, 1, None)  # readiness check
+        assert row.results_key is not None
+        return FileResponse(
+            store.path(row.results_key),
+            media_type="application/octet-stream",
+            filename=f"{batch_id}.parquet",
+        )
+    if format == "csv":
+        lines = batch.csv_lines(store, row, job)
+        first = next(lines)  # errors (not ready) surface before the response starts
+        return StreamingResponse(
+            iter([first, *lines]),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{batch_id}.csv"'},
+        )
+    return batch.page(store, row, job, offset, limit, sort)
