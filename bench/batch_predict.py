@@ -56,7 +56,7 @@ def plain_script(model_bytes: bytes, X: np.ndarray, mc: int, chunk: int) -> floa
 
     started = time.perf_counter()
     for start in range(0, len(X), chunk):
-        part = X[start:start + chunk]
+        part = X[start : start + chunk]
         tiled = np.broadcast_to(part, (mc, *part.shape)).reshape(mc * len(part), *part.shape[1:])
         draws = call(tiled).reshape(mc, len(part), -1)
         draws.mean(axis=0), draws.std(axis=0)
@@ -72,22 +72,36 @@ def main() -> None:
     with running_service() as base:
         small = io.BytesIO()
         np.savez(small, X=X[:3000], y=y[:3000])
-        ds_small = httpx.post(f"{base}/v1/datasets", files={"file": ("s.npz", small.getvalue())},
-                              timeout=120).json()
-        job = wait_job(base, httpx.post(f"{base}/v1/jobs", json={
-            "dataset": {"id": ds_small["id"]}, "epochs": 1, "seed": 1,
-            "model": {"layers": SPEC_LAYERS}}).json()["id"], 0.2)
+        ds_small = httpx.post(
+            f"{base}/v1/datasets", files={"file": ("s.npz", small.getvalue())}, timeout=120
+        ).json()
+        job = wait_job(
+            base,
+            httpx.post(
+                f"{base}/v1/jobs",
+                json={
+                    "dataset": {"id": ds_small["id"]},
+                    "epochs": 1,
+                    "seed": 1,
+                    "model": {"layers": SPEC_LAYERS},
+                },
+            ).json()["id"],
+            0.2,
+        )
         model_id = job["model_id"]
         big = io.BytesIO()
         np.savez(big, X=X, y=y)
-        ds = httpx.post(f"{base}/v1/datasets", files={"file": ("b.npz", big.getvalue())},
-                        timeout=600).json()
+        ds = httpx.post(
+            f"{base}/v1/datasets", files={"file": ("b.npz", big.getvalue())}, timeout=600
+        ).json()
         peaks = {}
         timings = {}
         for name, dataset in (("small", ds_small), ("big", ds)):
             started = time.perf_counter()
-            r = httpx.post(f"{base}/v1/models/{model_id}/batch-predictions",
-                           json={"dataset": {"id": dataset["id"]}, "mc_samples": args.mc})
+            r = httpx.post(
+                f"{base}/v1/models/{model_id}/batch-predictions",
+                json={"dataset": {"id": dataset["id"]}, "mc_samples": args.mc},
+            )
             url = f"{base}/v1/batch-predictions/{r.json()['id']}"
             while (state := httpx.get(url).json())["status"] not in ("succeeded", "failed"):
                 time.sleep(0.2)
@@ -98,13 +112,19 @@ def main() -> None:
     script_s = plain_script(model_bytes, X.astype(np.float32), args.mc, chunk=256)
     service_rate, script_rate = args.rows / timings["big"], args.rows / script_s
     print(f"rows={args.rows} mc_samples={args.mc}")
-    print(f"service (submit -> succeeded, Parquet written): {timings['big']:.1f} s, "
-          f"{service_rate:,.0f} rows/s")
-    print(f"plain script (per-chunk Keras calls):            {script_s:.1f} s, "
-          f"{script_rate:,.0f} rows/s")
+    print(
+        f"service (submit -> succeeded, Parquet written): {timings['big']:.1f} s, "
+        f"{service_rate:,.0f} rows/s"
+    )
+    print(
+        f"plain script (per-chunk Keras calls):            {script_s:.1f} s, "
+        f"{script_rate:,.0f} rows/s"
+    )
     print(f"service time / script time: {timings['big'] / script_s:.2f} (target <= 1.2)")
-    print(f"worker peak RSS after 3,000 rows: {peaks['small']:.0f} MiB; "
-          f"after {args.rows:,} rows: {peaks['big']:.0f} MiB")
+    print(
+        f"worker peak RSS after 3,000 rows: {peaks['small']:.0f} MiB; "
+        f"after {args.rows:,} rows: {peaks['big']:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

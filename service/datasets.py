@@ -7,9 +7,10 @@ one .npz per data set (X float32, y float32 or int64).
 import csv
 import io
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -185,6 +186,34 @@ def save_arrays(store: ArtifactStore, prefix: str, arrays: Arrays) -> None:
         buf = io.BytesIO()
         np.save(buf, array, allow_pickle=False)
         store.put_bytes(f"{prefix}/{name}.npy", buf.getvalue())
+
+
+def row_count(store: ArtifactStore, prefix: str) -> int:
+    with open(store.path(f"{prefix}/X.npy"), "rb") as fh:
+        shape, _, _ = _npy_header(fh)
+    return int(shape[0])
+
+
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)  # type: ignore[no-any-return]
+    return np.lib.format.read_array_header_2_0(fh)  # type: ignore[no-any-return]
+
+
+def iter_rows(store: ArtifactStore, prefix: str, chunk_rows: int) -> Iterator[np.ndarray]:
+    """X in chunks of rows, read from the file (not memory-mapped): memory stays bounded by
+    the chunk whatever the data set's size."""
+    with open(store.path(f"{prefix}/X.npy"), "rb") as fh:
+        shape, fortran, dtype = _npy_header(fh)
+        if fortran:
+            raise ValueError("expected a C-ordered array")
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        while True:
+            data = fh.read(chunk_rows * row_bytes)
+            if not data:
+                return
+            yield np.frombuffer(data, dtype=dtype).reshape(-1, *shape[1:])
 
 
 def load_arrays(store: ArtifactStore, prefix: str, mmap: bool = False) -> Arrays:

@@ -124,8 +124,7 @@ def run_batch_prediction(ctx: WorkerContext, job_id: str, claimed: Claim) -> str
         mc, seed, interval = row.mc_samples, row.seed, row.interval
         model_key, data_key, task = model.artifact_key, dataset.artifact_key, model.task
     predictor = Predictor.load(ctx.store.path(model_key), task)
-    arrays = datasets.load_arrays(ctx.store, data_key, mmap=True)  # rows read chunk by chunk
-    n = len(arrays.X)
+    n = datasets.row_count(ctx.store, data_key)
     outputs = max(1, model.n_classes or 1)
     chunk = int(max(1, min(MAX_CHUNK_ROWS, ROW_BUDGET // max(1, mc * outputs))))
     partial = ctx.store.path(f"batch_predictions/{job_id}/partial-{os.getpid()}.parquet")
@@ -138,10 +137,11 @@ def run_batch_prediction(ctx: WorkerContext, job_id: str, claimed: Claim) -> str
     watcher.start()
     writer = None
     try:
-        for index, start in enumerate(range(0, n, chunk)):
+        start = 0
+        for index, rows_x in enumerate(datasets.iter_rows(ctx.store, data_key, chunk)):
             if signal.reason is not None:
                 break
-            X = np.asarray(arrays.X[start : start + chunk], dtype=np.float32)
+            X = rows_x.astype(np.float32, copy=False)
             rows = np.arange(start, start + len(X))
             chunk_seed = None if seed is None else seed + index
             columns = _columns(predictor, X, mc, chunk_seed, interval, task)
@@ -150,7 +150,8 @@ def run_batch_prediction(ctx: WorkerContext, job_id: str, claimed: Claim) -> str
                 writer = pq.ParquetWriter(partial, table.schema)
             writer.write_table(table)
             summary.add(rows, columns)
-            _progress(ctx, job_id, owner, start + len(X))
+            start += len(X)
+            _progress(ctx, job_id, owner, start)
     finally:
         if writer is not None:
             writer.close()
