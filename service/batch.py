@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
-from service.models import BatchPrediction, Job, TrainedModel, utcnow
+from service.models import BatchPrediction, Job, TrainedModel
 from service.settings import Settings
-from service.spec import SPEC_VERSION
 from service.spec.common import FiniteFloat, Strict
 from service.spec.training import DatasetRef
 
@@ -41,7 +40,7 @@ def create(
     tenant: str,
 ) -> BatchPrediction:
     """Add the job and its batch-prediction row; refused with 422 before anything is queued."""
-    from service.jobs import get_dataset
+    from service.jobs import get_dataset, new_job
 
     try:
         dataset = get_dataset(session, body.dataset.id, tenant)
@@ -77,25 +76,14 @@ def create(
                 )
             ]
         )
-    job = Job(
-        tenant=tenant,
-        name=f"batch prediction {model.id}",
-        kind="batch_predict",
-        status="queued",
-        spec=body.model_dump(mode="json") | {"model_id": model.id},
-        spec_version=SPEC_VERSION,
-        epochs=1,
-        epoch=0,
-        history={},
-        metrics={},
-        attempts=0,
-        cancel_requested=False,
-        release_requested=False,
-        warnings=[],
-        enqueued_at=utcnow(),
+    job = new_job(
+        session,
+        tenant,
+        f"batch prediction {model.id}",
+        "batch_predict",
+        body.model_dump(mode="json") | {"model_id": model.id},
+        1,
     )
-    session.add(job)
-    session.flush()
     row = BatchPrediction(
         id=job.id,
         tenant=tenant,

@@ -103,28 +103,50 @@ def create_job(
             if existing.request_hash != digest:
                 raise Conflict("This Idempotency-Key was used with a different body.")
             return existing, False
-    job = Job(
-        tenant=tenant,
-        name=spec.name or "job",
-        kind="train",
-        status="queued",
-        spec=spec.model_dump(mode="json"),
-        spec_version=SPEC_VERSION,
+    job = new_job(
+        session,
+        tenant,
+        spec.name or "job",
+        "train",
+        spec.model_dump(mode="json"),
+        plan.epochs,
         idempotency_key=idempotency_key,
         request_hash=digest,
-        epochs=plan.epochs,
+    )
+    return job, True
+
+
+def new_job(
+    session: Session,
+    tenant: str,
+    name: str,
+    kind: str,
+    spec: dict[str, Any],
+    epochs: int,
+    **extra: Any,
+) -> Job:
+    """Add a queued job of any kind (train, optimize, batch_predict) and flush it."""
+    job = Job(
+        tenant=tenant,
+        name=name,
+        kind=kind,
+        status="queued",
+        spec=spec,
+        spec_version=SPEC_VERSION,
+        epochs=epochs,
+        epoch=0,
         history={},
         metrics={},
         attempts=0,
-        epoch=0,
         cancel_requested=False,
         release_requested=False,
         warnings=[],
         enqueued_at=utcnow(),
+        **extra,
     )
     session.add(job)
     session.flush()
-    return job, True
+    return job
 
 
 def get_job(session: Session, job_id: str, tenant: str | None = None) -> Job:

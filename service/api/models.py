@@ -14,11 +14,9 @@ from service import jobs
 from service.api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from service.auth import TenantDep
 from service.errors import ErrorDetail, SpecInvalid
-from service.models import Job, utcnow
 from service.optimize import OptimizeRequest, fold_plan, keras_layers
 from service.queue import OPTIMIZE_TASK, enqueue
 from service.schemas import JobRead, ModelRead, PredictRequest
-from service.spec import SPEC_VERSION
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -82,24 +80,14 @@ def optimize_model(
     if body.prune is not None and jobs.training_job_of(session, row) is None:
         raise SpecInvalid([ErrorDetail(("prune",), "No training rows are known for this model.")])
     epochs = body.prune.epochs if body.prune else 1
-    job = Job(
-        tenant=tenant,
-        enqueued_at=utcnow(),
-        release_requested=False,
-        name=f"optimize {model_id}",
-        kind="optimize",
-        status="queued",
-        spec={"source_model_id": model_id, **body.model_dump(mode="json")},
-        spec_version=SPEC_VERSION,
-        epochs=epochs,
-        history={},
-        metrics={},
-        attempts=0,
-        epoch=0,
-        cancel_requested=False,
-        warnings=[],
+    job = jobs.new_job(
+        session,
+        tenant,
+        f"optimize {model_id}",
+        "optimize",
+        {"source_model_id": model_id, **body.model_dump(mode="json")},
+        epochs,
     )
-    session.add(job)
     session.commit()
     enqueue(celery, settings, OPTIMIZE_TASK, job.id)
     return JobRead.of(job)
