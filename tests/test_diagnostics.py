@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
 from worker.diagnostics import flags, measure
-from worker.training import run_job
+from worker.runner import run_job
 
 
 def deep(activation: str, init: str | None, batch_norm: bool, depth: int = 20) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from service.datasets import load_builtin
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.training import run_job
+from worker.runner import run_job
 
 
 def trained(client: TestClient, ctx: WorkerContext, **spec: Any) -> dict[str, Any]:

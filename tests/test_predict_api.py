@@ -11,7 +11,7 @@ from service.settings import Settings
 from tests.conftest import make_spec, submit
 from tests.test_training import upload_regression
 from worker.context import WorkerContext
-from worker.training import run_job
+from worker.runner import run_job
 
 
 def trained(client: TestClient, ctx: WorkerContext, **spec: Any) -> str:

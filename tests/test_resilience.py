@@ -19,7 +19,7 @@ from tests.conftest import make_spec, submit
 from worker.checkpoint import Checkpoints
 from worker.context import WorkerContext
 from worker.lease import claim, reconcile
-from worker.training import run_job
+from worker.runner import run_job
 
 
 def job(client: TestClient, job_id: str) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def test_killed_worker_resumes_from_its_last_checkpoint(
     )
     code = textwrap.dedent(f"""
         from worker.context import worker_context
-        from worker.training import run_job
+        from worker.runner import run_job
         run_job(worker_context(), {job_id!r}, "doomed/1")
     """)
     env = {**os.environ, "KTS_DATA_DIR": str(settings.data_dir), "KTS_REQUIRE_AUTH": "false"}

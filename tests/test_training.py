@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
 from worker.predict import Predictor
-from worker.training import run_job
+from worker.runner import run_job
 
 
 def test_job_trains_stores_model_and_history(client: TestClient, ctx: WorkerContext) -> None:

@@ -8,6 +8,7 @@ read.
 """
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,30 @@ class Checkpoints:
         for key in self.load_keys():
             self.store.delete(key)
         self.store.delete(f"{self.prefix}/checkpoint.json")
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves a checkpoint at each epoch end (last in the list: after every state change)."""
+
+    def __init__(self, save: Any) -> None:
+        super().__init__()
+        self.save = save
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if math.isfinite(float((logs or {}).get("loss", 0.0))):  # never keep a diverged state
+            self.save(epoch + 1)
+
+
+def restore_callbacks(resume: dict[str, Any], early_stopping: Any, pruning: Any) -> None:
+    """Hand a checkpoint's callback state to the callbacks of the resumed job."""
+    arrays = resume["arrays"]
+    if early_stopping is not None and "early_stopping" in resume:
+        state = dict(resume["early_stopping"])
+        best = [arrays[f"best_{i}"] for i in range(len(arrays)) if f"best_{i}" in arrays]
+        state["best_weights"] = best or None
+        early_stopping.resume = state
+    if pruning is not None and "pruning" in resume:
+        pruning.step = int(resume["pruning"]["step"])
+        pruning.mask_sparsity = float(resume["pruning"]["mask_sparsity"])
+        masks = [arrays[f"mask_{i}"] for i in range(len(arrays)) if f"mask_{i}" in arrays]
+        pruning.resume_masks = masks or None

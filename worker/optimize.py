@@ -17,6 +17,7 @@ from service.models import Job, TrainedModel, new_id, utcnow
 from service.optimize import OptimizeRequest, fold_plan
 from service.spec import TrainingSpec
 from worker.context import WorkerContext
+from worker.data import load_arrays, split
 from worker.lease import Claim
 from worker.pruning import MagnitudePruning, dense_kernels, sparsity_report
 from worker.summary import has_dropout, model_summary
@@ -136,8 +137,6 @@ def _fine_tune_prune(
 
 
 def run_optimize(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
-    from worker.training import load_arrays, split  # shared with training
-
     spec_data = claimed.spec
     request = OptimizeRequest.model_validate(
         {k: v for k, v in spec_data.items() if k != "source_model_id"}

@@ -5,8 +5,8 @@ from typing import Any
 from worker.celery_app import app
 from worker.context import worker_context
 from worker.lease import worker_id
+from worker.runner import run_job
 from worker.runtime import init_keras
-from worker.training import run_job
 
 
 @app.task(name="kts.train", bind=True, acks_late=True)

@@ -1,4 +1,4 @@
-"""One training job, start to end: re-read the job, build, fit with callbacks, store the model.
+"""One training job, start to end: build (or resume), fit with callbacks, store the model.
 
 A job's failure is always stored with a clear error; no path leaves it `running`.
 """
@@ -16,18 +16,24 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import OperationalError
 
 from service import datasets
-from service.errors import ApiError
-from service.jobs import base_model_row, get_dataset
+from service.jobs import base_model_row
 from service.models import Job, JobDiagnostics, TrainedModel, new_id, utcnow
 from service.spec import TrainingSpec
 from service.spec.plan import plan_model
-from service.spec.training import BuiltinDataset, Phase
+from service.spec.training import Phase
 from worker.build import LOSSES, build_model, compile_model
 from worker.callbacks import EpochRecorder, StopAtBatchEnd, StopSignal
-from worker.checkpoint import Checkpoints, ResumableEarlyStopping
+from worker.checkpoint import (
+    Checkpoints,
+    EpochCheckpoint,
+    ResumableEarlyStopping,
+    restore_callbacks,
+)
 from worker.context import WorkerContext
+from worker.data import load_arrays, split, targets
 from worker.diagnostics import GradientHealth
-from worker.lease import Claim, Watcher, claim, finish, release, requeue, worker_id
+from worker.errors import JobFailed
+from worker.lease import Claim, Watcher, finish, release, requeue
 from worker.optimizers import performance_callback
 from worker.predict import Predictor
 from worker.pruning import MagnitudePruning, sparsity_report
@@ -44,78 +50,8 @@ DIVERGED_HINT = (
 PROBE_ROWS = 256  # rows of the fixed batch that gradient health is measured on
 
 
-class JobFailed(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def run_job(ctx: WorkerContext, job_id: str, owner: str | None = None) -> str:
-    """Run one job (train or optimize) if this worker can take its lease; returns its status.
-
-    'skipped' when the job is unknown, ended, cancelled, or held by a live worker (a
-    redelivered message is harmless). A failure is always stored with a clear error.
-    """
-    owner = owner or worker_id()
-    claimed = claim(ctx, job_id, owner)
-    if claimed is None:
-        return "skipped"
-    try:
-        if claimed.kind == "optimize":
-            from worker.optimize import run_optimize
-
-            return run_optimize(ctx, job_id, claimed)
-        if claimed.kind == "batch_predict":
-            from worker.batch_predict import run_batch_prediction
-
-            return run_batch_prediction(ctx, job_id, claimed)
-        return _train(ctx, job_id, claimed)
-    except (JobFailed, ApiError) as exc:  # ApiError: the data changed under a queued job
-        finish(
-            ctx,
-            job_id,
-            owner,
-            status="failed",
-            error={"code": exc.code, "message": exc.message[:1000]},
-        )
-        return "failed"
-    except Exception as exc:
-        log.exception("job %s failed", job_id)
-        finish(
-            ctx,
-            job_id,
-            owner,
-            status="failed",
-            error={"code": "training_error", "message": f"{type(exc).__name__}: {str(exc)[:1000]}"},
-        )
-        return "failed"
-
-
-def load_arrays(ctx: WorkerContext, spec: TrainingSpec) -> datasets.Arrays:
-    if isinstance(spec.dataset, BuiltinDataset):
-        return datasets.load_builtin(spec.dataset.builtin)
-    with ctx.session_factory() as session:
-        key = get_dataset(session, spec.dataset.id).artifact_key
-    return datasets.load_arrays(ctx.store, key)
-
-
-def split(n: int, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled train/validation indices (Keras's validation_split takes the last rows)."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = int(n * fraction)
-    return order[n_val:], order[:n_val]
-
-
-def _targets(y: np.ndarray, loss: str, n_classes: int | None) -> np.ndarray:
-    if loss == "categorical_crossentropy":
-        return keras.utils.to_categorical(y, n_classes)
-    if loss == "binary_crossentropy":
-        return y.astype(np.float32)
-    return y
-
-
-def _train(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
+def train(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
+    """Train a claimed job: build (or resume from its checkpoint), fit, store the model."""
     started = time.monotonic()
     owner = claimed.owner
     spec = TrainingSpec.model_validate(claimed.spec)
@@ -146,7 +82,7 @@ def _train(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
         keras.utils.set_random_seed(spec.seed)
     train_idx, val_idx = split(meta.n_samples, spec.validation_split, split_seed)
     X_train, X_val = arrays.X[train_idx], arrays.X[val_idx]
-    y_all = _targets(arrays.y, plan.loss, meta.n_classes)
+    y_all = targets(arrays.y, plan.loss, meta.n_classes)
     y_train, y_val = y_all[train_idx], y_all[val_idx]
     has_val = len(val_idx) > 0
     steps = math.ceil(len(X_train) / spec.batch_size)
@@ -220,7 +156,7 @@ def _train(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
         )
         callbacks.append(pruning)  # after early stopping: it re-applies its masks at the end
     if resume is not None:
-        _restore_callbacks(resume, early_stopping, pruning, steps)
+        restore_callbacks(resume, early_stopping, pruning)
 
     def save_checkpoint(epoch: int, plateau: Any, batches: int = 0) -> None:
         state: dict[str, Any] = {"epoch": epoch, "batches": batches, "history": history}
@@ -390,22 +326,6 @@ def _store_health(
         session.commit()
 
 
-def _restore_callbacks(
-    resume: dict[str, Any], early_stopping: Any, pruning: Any, steps: int
-) -> None:
-    arrays = resume["arrays"]
-    if early_stopping is not None and "early_stopping" in resume:
-        state = dict(resume["early_stopping"])
-        best = [arrays[f"best_{i}"] for i in range(len(arrays)) if f"best_{i}" in arrays]
-        state["best_weights"] = best or None
-        early_stopping.resume = state
-    if pruning is not None and "pruning" in resume:
-        pruning.step = int(resume["pruning"]["step"])
-        pruning.mask_sparsity = float(resume["pruning"]["mask_sparsity"])
-        masks = [arrays[f"mask_{i}"] for i in range(len(arrays)) if f"mask_{i}" in arrays]
-        pruning.resume_masks = masks or None
-
-
 def _succeed(
     ctx: WorkerContext, job_id: str, owner: str, row: TrainedModel, metrics: dict[str, float | None]
 ) -> bool:
@@ -435,18 +355,6 @@ def _succeed(
             log.warning("database unavailable while storing job %s (try %d)", job_id, attempt)
             time.sleep(2)
     raise RuntimeError("the database stayed unavailable while storing the model")
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves a checkpoint at each epoch end (last in the list: after every state change)."""
-
-    def __init__(self, save: Any) -> None:
-        super().__init__()
-        self.save = save
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        if math.isfinite(float((logs or {}).get("loss", 0.0))):  # never keep a diverged state
-            self.save(epoch + 1)
 
 
 def phases(spec: TrainingSpec) -> list[Phase]:

@@ -1,0 +1,33 @@
+"""Data for the worker: a spec's rows, the train/validation split, targets in the loss's form."""
+
+import keras
+import numpy as np
+
+from service import datasets
+from service.jobs import get_dataset
+from service.spec import TrainingSpec
+from service.spec.training import BuiltinDataset
+from worker.context import WorkerContext
+
+
+def load_arrays(ctx: WorkerContext, spec: TrainingSpec) -> datasets.Arrays:
+    if isinstance(spec.dataset, BuiltinDataset):
+        return datasets.load_builtin(spec.dataset.builtin)
+    with ctx.session_factory() as session:
+        key = get_dataset(session, spec.dataset.id).artifact_key
+    return datasets.load_arrays(ctx.store, key)
+
+
+def split(n: int, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled train/validation indices (Keras's validation_split takes the last rows)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(n * fraction)
+    return order[n_val:], order[:n_val]
+
+
+def targets(y: np.ndarray, loss: str, n_classes: int | None) -> np.ndarray:
+    if loss == "categorical_crossentropy":
+        return keras.utils.to_categorical(y, n_classes)
+    if loss == "binary_crossentropy":
+        return y.astype(np.float32)
+    return y
