@@ -10,31 +10,11 @@ import statistics
 import sys
 import time
 
-import keras
-
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from train_overhead import fashion_like  # noqa: E402
+from train_overhead import batch_norm_mlp, fashion_like  # noqa: E402
 
 from worker.diagnostics import GradientHealth  # noqa: E402
-
-
-def model() -> keras.Model:
-    keras.utils.set_random_seed(1)
-    m = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Flatten(),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(300, activation="elu", kernel_initializer="he_normal"),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    m.compile(optimizer="nadam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return m
 
 
 class Timed(GradientHealth):
@@ -64,7 +44,7 @@ def main() -> None:
                 callbacks = [
                     Timed(X[:256], y[:256], "sparse_categorical_crossentropy", lambda *a: None)
                 ]
-            m = model()
+            m = batch_norm_mlp()
             started = time.perf_counter()
             m.fit(X, y, epochs=args.epochs, batch_size=32, verbose=0, callbacks=callbacks)
             times[kind].append(time.perf_counter() - started)

@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -216,8 +216,7 @@ def iter_rows(store: ArtifactStore, prefix: str, chunk_rows: int) -> Iterator[np
             yield np.frombuffer(data, dtype=dtype).reshape(-1, *shape[1:])
 
 
-def load_arrays(store: ArtifactStore, prefix: str, mmap: bool = False) -> Arrays:
-    mode: Literal["r"] | None = "r" if mmap else None
-    X = np.load(store.path(f"{prefix}/X.npy"), mmap_mode=mode, allow_pickle=False)
-    y = np.load(store.path(f"{prefix}/y.npy"), mmap_mode=mode, allow_pickle=False)
+def load_arrays(store: ArtifactStore, prefix: str) -> Arrays:
+    X = np.load(store.path(f"{prefix}/X.npy"), allow_pickle=False)
+    y = np.load(store.path(f"{prefix}/y.npy"), allow_pickle=False)
     return Arrays(X, y)

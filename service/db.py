@@ -1,6 +1,5 @@
 """Engine, sessions and migrations: the schema always comes from `alembic upgrade head`."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -43,11 +42,6 @@ def make_engine(url: str) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    with factory() as session:
-        yield session
 
 
 def upgrade_database(url: str) -> None:

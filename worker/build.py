@@ -28,18 +28,24 @@ def adapted_normalization(X_train: np.ndarray) -> keras.layers.Normalization:
     return layer
 
 
-def cloned_layers(base: keras.Model) -> list[keras.layers.Layer]:
-    """Copies of the base model's layers with its weights: training them never changes it.
+def finalize_normalization(model: keras.Model) -> None:
+    """Normalization's mean/variance tensors derive from its weights: refresh them after
+    the weights were set."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """An independent copy with the same weights: training it never changes the original.
 
     (`Sequential(base.layers[:-1] + head)` would share the layers, and training would change
     the base model; `clone_model` alone gives fresh weights.)
     """
-    clone = keras.models.clone_model(base)
-    clone.set_weights(base.get_weights())
-    for layer in clone.layers:
-        if isinstance(layer, keras.layers.Normalization):
-            layer.finalize_state()  # its mean/variance tensors are derived from the weights
-    return list(clone.layers)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    finalize_normalization(clone)
+    return clone
 
 
 def build_model(
@@ -50,7 +56,7 @@ def build_model(
 ) -> keras.Sequential:
     """The Sequential model of the plan; the Normalization layer is adapted on X_train."""
     layers: list[Any] = [keras.Input(shape=input_shape)]
-    reused = cloned_layers(base) if base is not None else []
+    reused = list(copy_model(base).layers) if base is not None else []
     for layer in plan.layers:
         if layer.type == "reused":
             layers.append(reused.pop(0))

@@ -16,24 +16,12 @@ from service.jobs import get_model, training_job_of
 from service.models import Job, TrainedModel, new_id, utcnow
 from service.optimize import OptimizeRequest, fold_plan
 from service.spec import TrainingSpec
+from worker.build import copy_model, finalize_normalization
 from worker.context import WorkerContext
 from worker.data import load_arrays, split
 from worker.lease import Claim
 from worker.pruning import MagnitudePruning, dense_kernels, sparsity_report
 from worker.summary import has_dropout, model_summary
-
-
-def copy_model(model: keras.Model) -> keras.Model:
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    _finalize(clone)
-    return clone
-
-
-def _finalize(model: keras.Model) -> None:
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Normalization):
-            layer.finalize_state()  # its mean/variance tensors derive from the weights
 
 
 def fold_batch_norm(model: keras.Model) -> keras.Model:
@@ -71,7 +59,7 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     )
     for i, layer in zip(keep, new_layers, strict=True):
         layer.set_weights([w.astype(np.float32) for w in weights[i]])
-    _finalize(new)
+    finalize_normalization(new)
     return new
 
 
@@ -91,7 +79,7 @@ def with_float16_weights(model: keras.Model) -> keras.Model:
     )
     for old, layer in zip(model.layers, layers, strict=True):
         layer.set_weights([np.asarray(w).astype(np.float16) for w in old.get_weights()])
-    _finalize(new)
+    finalize_normalization(new)
     return new
 
 

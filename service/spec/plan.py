@@ -5,7 +5,7 @@ model from the same resolved layers, and a test checks both count parameters ali
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from service.errors import ErrorDetail, SpecInvalid
@@ -63,7 +63,6 @@ class ModelPlan:
     metrics: list[str]
     output_activation: str
     epochs: int
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         trainable = sum(layer.trainable_params for layer in self.layers)
