@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from train_overhead import batch_norm_mlp, fashion_like  # noqa: E402
 
-from worker.diagnostics import GradientHealth  # noqa: E402
+from worker.training.diagnostics import GradientHealth  # noqa: E402
 
 
 class Timed(GradientHealth):

@@ -22,7 +22,7 @@ def _cache(state: Any) -> "OrderedDict[str, Any]":
 
 def get_predictor(state: Any, row: TrainedModel) -> Any:
     """A loaded model with its compiled plain and MC functions, kept in a bounded LRU cache."""
-    from worker.predict import Predictor  # imports Keras (TensorFlow) lazily
+    from inference.sampler import Predictor  # imports Keras (TensorFlow) lazily
 
     cache = _cache(state)
     with _lock:
@@ -82,7 +82,7 @@ _export_lock = threading.Lock()
 
 def export_path(state: Any, row: TrainedModel, fmt: str, quantize: str | None) -> Path:
     """The export file, made on first request and kept in the artifact store."""
-    from worker.export import ExportUnavailable, saved_model_zip, tflite
+    from inference.exports import ExportUnavailable, saved_model_zip, tflite
 
     name = "saved_model.zip" if fmt == "saved_model" else f"model-{quantize or 'float32'}.tflite"
     key = f"models/{row.id}/exports/{name}"

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
+from inference.summary import model_summary
 from service.spec import TrainingSpec
 from service.spec.plan import DatasetMeta, plan_model
-from worker.build import build_model, compile_model
-from worker.summary import model_summary
+from worker.build.model import build_model, compile_model
 
 DIGITS = DatasetMeta(1797, (64,), "classification", 10)
 FASHION = DatasetMeta(60000, (28, 28), "classification", 10)
@@ -267,7 +267,7 @@ def test_optimizer_matches_hand_written(
 
 
 def test_one_cycle_sgd_equals_keras_sgd_when_momentum_does_not_cycle() -> None:
-    from worker.optimizers import OneCycleSGD
+    from inference.custom_objects import OneCycleSGD
 
     def trained(optimizer: keras.optimizers.Optimizer) -> list[np.ndarray]:
         keras.utils.set_random_seed(3)

@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.diagnostics import flags, measure
 from worker.runner import run_job
+from worker.training.diagnostics import flags, measure
 
 
 def deep(activation: str, init: str | None, batch_norm: bool, depth: int = 20) -> dict[str, Any]:

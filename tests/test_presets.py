@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from inference.custom_objects import RReLU
 from service.errors import SpecInvalid
 from service.spec import TrainingSpec
 from service.spec.plan import DatasetMeta, plan_model
 from tests.conftest import make_spec
-from worker.build import build_model
-from worker.custom_layers import RReLU
+from worker.build.model import build_model
 
 DIGITS = DatasetMeta(1797, (64,), "classification", 10)
 

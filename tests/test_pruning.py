@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.pruning import MagnitudePruning, magnitude_mask
 from worker.runner import run_job
+from worker.training.pruning import MagnitudePruning, magnitude_mask
 
 
 def test_ramp_is_cubic_from_begin_to_end() -> None:

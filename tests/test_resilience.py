@@ -16,10 +16,10 @@ from sqlalchemy import update
 from service.models import Job, utcnow
 from service.settings import Settings
 from tests.conftest import make_spec, submit
-from worker.checkpoint import Checkpoints
 from worker.context import WorkerContext
 from worker.lease import claim, reconcile
 from worker.runner import run_job
+from worker.training.checkpoint import Checkpoints
 
 
 def job(client: TestClient, job_id: str) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from inference.sampler import Predictor
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.predict import Predictor
 from worker.runner import run_job
 
 

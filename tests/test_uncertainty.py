@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
 from worker.runner import run_job
-from worker.uncertainty import classification_scores, regression_scores
+from worker.training.uncertainty import classification_scores, regression_scores
 
 
 def test_perfect_and_known_scores() -> None:

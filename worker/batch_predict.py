@@ -12,12 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select, update
 
+from inference.sampler import Predictor
+from inference.statistics import statistics
 from service import datasets
 from service.models import BatchPrediction, Dataset, Job, TrainedModel, utcnow
-from worker.callbacks import StopSignal
 from worker.context import WorkerContext
 from worker.lease import Claim, Watcher, finish, release, requeue
-from worker.predict import Predictor, statistics
+from worker.training.callbacks import StopSignal
 
 ROW_BUDGET = 4_000_000  # samples x outputs x rows per chunk
 MAX_CHUNK_ROWS = 4096

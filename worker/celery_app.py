@@ -23,8 +23,8 @@ _node: dict[str, str] = {}
 
 @worker_process_init.connect
 def _init_process(**_kwargs: object) -> None:
+    from inference.runtime import init_keras
     from worker.lease import hand_back_on_sigterm
-    from worker.runtime import init_keras
 
     hand_back_on_sigterm()
     init_keras()

@@ -18,8 +18,8 @@ from sqlalchemy import and_, or_, select, update
 
 from service.jobs import TERMINAL
 from service.models import Job, utcnow
-from worker.callbacks import StopSignal
 from worker.context import WorkerContext
+from worker.training.callbacks import StopSignal
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.5

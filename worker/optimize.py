@@ -12,16 +12,16 @@ import keras
 import numpy as np
 from sqlalchemy import update
 
+from inference.summary import has_dropout, model_summary
 from service.jobs import get_model, training_job_of
 from service.models import Job, TrainedModel, new_id, utcnow
 from service.optimize import OptimizeRequest, fold_plan
 from service.spec import TrainingSpec
-from worker.build import copy_model, finalize_normalization
+from worker.build.model import copy_model, finalize_normalization
 from worker.context import WorkerContext
-from worker.data import load_arrays, split
 from worker.lease import Claim
-from worker.pruning import MagnitudePruning, dense_kernels, sparsity_report
-from worker.summary import has_dropout, model_summary
+from worker.training.data import load_arrays, split
+from worker.training.pruning import MagnitudePruning, dense_kernels, sparsity_report
 
 
 def fold_batch_norm(model: keras.Model) -> keras.Model:

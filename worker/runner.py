@@ -8,7 +8,7 @@ from worker.context import WorkerContext
 from worker.errors import JobFailed
 from worker.lease import claim, finish, worker_id
 from worker.optimize import run_optimize
-from worker.training import train
+from worker.training.runner import train
 
 log = logging.getLogger(__name__)
 RUNNERS = {"train": train, "optimize": run_optimize, "batch_predict": run_batch_prediction}

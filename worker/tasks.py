@@ -2,11 +2,11 @@
 
 from typing import Any
 
+from inference.runtime import init_keras
 from worker.celery_app import app
 from worker.context import worker_context
 from worker.lease import worker_id
 from worker.runner import run_job
-from worker.runtime import init_keras
 
 
 @app.task(name="kts.train", bind=True, acks_late=True)

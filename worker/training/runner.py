@@ -15,30 +15,30 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import OperationalError
 
+from inference.sampler import Predictor
+from inference.summary import has_dropout, model_summary
 from service import datasets
 from service.jobs import base_model_row
 from service.models import Job, JobDiagnostics, TrainedModel, new_id, utcnow
 from service.spec import TrainingSpec
 from service.spec.plan import plan_model
 from service.spec.training import Phase
-from worker.build import LOSSES, build_model, compile_model
-from worker.callbacks import EpochRecorder, StopAtBatchEnd, StopSignal
-from worker.checkpoint import (
+from worker.build.model import LOSSES, build_model, compile_model
+from worker.build.optimizers import performance_callback
+from worker.context import WorkerContext
+from worker.errors import JobFailed
+from worker.lease import Claim, Watcher, finish, release, requeue
+from worker.training.callbacks import EpochRecorder, StopAtBatchEnd, StopSignal
+from worker.training.checkpoint import (
     Checkpoints,
     EpochCheckpoint,
     ResumableEarlyStopping,
     restore_callbacks,
 )
-from worker.context import WorkerContext
-from worker.data import load_arrays, split, targets
-from worker.diagnostics import GradientHealth
-from worker.errors import JobFailed
-from worker.lease import Claim, Watcher, finish, release, requeue
-from worker.optimizers import performance_callback
-from worker.predict import Predictor
-from worker.pruning import MagnitudePruning, sparsity_report
-from worker.summary import has_dropout, model_summary
-from worker.uncertainty import measure as measure_uncertainty
+from worker.training.data import load_arrays, split, targets
+from worker.training.diagnostics import GradientHealth
+from worker.training.pruning import MagnitudePruning, sparsity_report
+from worker.training.uncertainty import measure as measure_uncertainty
 
 log = logging.getLogger(__name__)
 

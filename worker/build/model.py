@@ -7,8 +7,8 @@ import numpy as np
 
 from service.spec import TrainingSpec
 from service.spec.plan import ModelPlan
-from worker.layers import LAYER_BUILDERS
-from worker.optimizers import build_optimizer
+from worker.build.layers import LAYER_BUILDERS
+from worker.build.optimizers import build_optimizer
 
 LOSSES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
 

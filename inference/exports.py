@@ -10,7 +10,7 @@ from typing import Any
 
 import keras
 
-from worker.predict import Predictor
+from inference.sampler import Predictor
 
 MC_SAMPLES = 100  # draws per row behind the SavedModel's mc_dropout signature
 

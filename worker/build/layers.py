@@ -9,7 +9,7 @@ from typing import Any
 
 import keras
 
-from worker.custom_layers import RReLU
+from inference.custom_objects import RReLU
 
 
 def initializer(value: str | dict[str, Any]) -> keras.initializers.Initializer:

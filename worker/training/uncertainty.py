@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.predict import Predictor
+from inference.sampler import Predictor
 
 EPS = 1e-12
 ECE_BINS = 15

@@ -1,20 +1,50 @@
-"""Optimizer and learning-rate schedule builders (spec -> Keras)."""
+"""Keras objects the service defines (Keras ships none of them), registered so that saved
+models load in safe mode in every process that imports this module: the randomized leaky
+ReLU layer, the 1cycle schedule and SGD whose momentum cycles with it.
+"""
 
 from typing import Any
 
 import keras
+from keras import ops
 
-from service.spec import TrainingSpec
 
-OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
-    "sgd": keras.optimizers.SGD,
-    "adagrad": keras.optimizers.Adagrad,
-    "rmsprop": keras.optimizers.RMSprop,
-    "adam": keras.optimizers.Adam,
-    "nadam": keras.optimizers.Nadam,
-    "adamax": keras.optimizers.Adamax,
-    "adamw": keras.optimizers.AdamW,
-}
+@keras.saving.register_keras_serializable(package="kts")
+class RReLU(keras.layers.Layer):
+    """Randomized leaky ReLU (Xu et al. 2015); no library ships one for Keras 3.
+
+    While training, each negative value gets a slope drawn uniformly in [lower, upper];
+    at inference the slope is fixed to their mean.
+    """
+
+    def __init__(
+        self, lower: float = 1 / 8, upper: float = 1 / 3, seed: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.lower = float(lower)
+        self.upper = float(upper)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs: Any, training: Any = None) -> Any:
+        if training:
+            slope = keras.random.uniform(
+                ops.shape(inputs),
+                self.lower,
+                self.upper,
+                dtype=inputs.dtype,
+                seed=self.seed_generator,
+            )
+        else:
+            slope = (self.lower + self.upper) / 2
+        return ops.where(inputs >= 0, inputs, inputs * slope)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "lower": self.lower, "upper": self.upper, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="kts")
@@ -103,51 +133,3 @@ class OneCycleSGD(keras.optimizers.SGD):
             "total_steps": self.total_steps,
             "min_momentum": self.min_momentum,
         }
-
-
-def learning_rate(spec: TrainingSpec, total_steps: int) -> Any:
-    """A float, or a schedule object stepping once per batch over the whole job."""
-    lr0 = spec.optimizer.learning_rate
-    sched = spec.lr_schedule
-    if sched is None or sched.type == "performance":
-        return lr0  # ReduceLROnPlateau needs a float rate
-    schedules = keras.optimizers.schedules
-    if sched.type == "power":
-        return schedules.InverseTimeDecay(lr0, sched.decay_steps, sched.decay_rate)
-    if sched.type == "exponential":
-        return schedules.ExponentialDecay(lr0, sched.decay_steps, sched.decay_rate)
-    if sched.type == "piecewise":
-        return schedules.PiecewiseConstantDecay(list(sched.boundaries), list(sched.values))
-    return OneCycle(
-        total_steps, sched.max_learning_rate, sched.start_learning_rate, sched.last_learning_rate
-    )
-
-
-def build_optimizer(spec: TrainingSpec, total_steps: int) -> keras.optimizers.Optimizer:
-    cfg = spec.optimizer.model_dump(exclude={"type"}, exclude_none=True)
-    cfg["learning_rate"] = learning_rate(spec, total_steps)
-    sched = spec.lr_schedule
-    if (
-        spec.optimizer.type == "sgd"
-        and cfg["momentum"] > 0
-        and sched is not None
-        and sched.type == "one_cycle"
-        and sched.min_momentum < cfg["momentum"]
-    ):
-        return OneCycleSGD(total_steps=total_steps, min_momentum=sched.min_momentum, **cfg)
-    return OPTIMIZERS[spec.optimizer.type](**cfg)
-
-
-def performance_callback(spec: TrainingSpec, has_validation: bool) -> Any:
-    sched = spec.lr_schedule
-    if sched is None or sched.type != "performance":
-        return None
-    from worker.checkpoint import ResumableReduceLROnPlateau
-
-    return ResumableReduceLROnPlateau(
-        monitor="val_loss" if has_validation else "loss",
-        factor=sched.factor,
-        patience=sched.patience,
-        min_lr=sched.min_learning_rate,
-        verbose=0,
-    )
