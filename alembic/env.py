@@ -3,7 +3,7 @@
 from logging.config import fileConfig
 
 from alembic import context
-from service import models  # noqa: F401  (registers the tables)
+from service import rows  # noqa: F401  (registers the tables)
 from service.db import Base, make_engine
 from service.settings import Settings
 

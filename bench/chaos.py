@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, func, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.models import Job, TrainedModel  # noqa: E402
+from service.rows import Job, TrainedModel  # noqa: E402
 
 JOB = {
     "dataset": {"builtin": "iris"},

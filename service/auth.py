@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.errors import ApiError
-from service.models import DEFAULT_TENANT, ApiKey
+from service.rows import DEFAULT_TENANT, ApiKey
 
 KEY_PREFIX = "kts_"
 

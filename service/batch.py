@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
-from service.models import BatchPrediction, Job, TrainedModel
+from service.rows import BatchPrediction, Job, TrainedModel
 from service.settings import Settings
 from service.spec.common import FiniteFloat, Strict
 from service.spec.training import DatasetRef

@@ -113,7 +113,7 @@ def keys(args: argparse.Namespace) -> int:
 
     from service.auth import create_key
     from service.db import make_engine, make_session_factory, upgrade_database
-    from service.models import ApiKey, utcnow
+    from service.rows import ApiKey, utcnow
 
     settings = Settings()
     url = settings.resolved_database_url()

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from service import datasets
 from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
-from service.models import Dataset, Job, TrainedModel, utcnow
+from service.rows import Dataset, Job, TrainedModel, utcnow
 from service.settings import Settings
 from service.spec import SPEC_VERSION, TrainingSpec
 from service.spec.plan import DatasetMeta, ModelPlan, plan_model

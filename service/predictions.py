@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import ErrorDetail, SpecInvalid
-from service.models import TrainedModel
+from service.rows import TrainedModel
 from service.schemas import PredictRequest
 
 _lock = threading.Lock()

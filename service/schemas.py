@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.models import Dataset, Job, TrainedModel
+from service.rows import Dataset, Job, TrainedModel
 
 
 class DatasetRead(BaseModel):

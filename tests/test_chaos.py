@@ -29,7 +29,7 @@ def test_sigterm_hands_the_job_back_and_another_worker_resumes(pg_url: str, tmp_
     from chaos import Cluster
     from sqlalchemy import create_engine, select
 
-    from service.models import Job
+    from service.rows import Job
 
     cluster = Cluster(tmp_path, pg_url)
     engine = create_engine(pg_url)

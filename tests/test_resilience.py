@@ -13,7 +13,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service.models import Job, utcnow
+from service.rows import Job, utcnow
 from service.settings import Settings
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext

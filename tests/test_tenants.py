@@ -36,7 +36,7 @@ def test_keys_are_required_and_stored_hashed(secured: Any, settings: Settings) -
     assert client.get("/v1/jobs", headers=alice).status_code == 200
     from sqlalchemy import select
 
-    from service.models import ApiKey
+    from service.rows import ApiKey
 
     with client.app.state.session_factory() as session:
         stored = [row.key_hash for row in session.scalars(select(ApiKey))]

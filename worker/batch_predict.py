@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from inference.sampler import Predictor
 from inference.statistics import statistics
 from service import datasets
-from service.models import BatchPrediction, Dataset, Job, TrainedModel, utcnow
+from service.rows import BatchPrediction, Dataset, Job, TrainedModel, utcnow
 from worker.context import WorkerContext
 from worker.lease import Claim, Watcher, finish, release, requeue
 from worker.training.callbacks import StopSignal

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 
 from service.jobs import TERMINAL
-from service.models import Job, utcnow
+from service.rows import Job, utcnow
 from worker.context import WorkerContext
 from worker.training.callbacks import StopSignal
 

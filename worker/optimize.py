@@ -14,8 +14,8 @@ from sqlalchemy import update
 
 from inference.summary import has_dropout, model_summary
 from service.jobs import get_model, training_job_of
-from service.models import Job, TrainedModel, new_id, utcnow
 from service.optimize import OptimizeRequest, fold_plan
+from service.rows import Job, TrainedModel, new_id, utcnow
 from service.spec import TrainingSpec
 from worker.build.model import copy_model, finalize_normalization
 from worker.context import WorkerContext

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from service import batch, jobs
 from service.api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from service.auth import TenantDep
-from service.models import BatchPrediction, Job
 from service.queue import BATCH_PREDICT_TASK, enqueue
+from service.rows import BatchPrediction, Job
 
 router = APIRouter(tags=["batch predictions"])
 

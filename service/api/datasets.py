@@ -9,7 +9,7 @@ from service.api.deps import SessionDep, SettingsDep, StoreDep
 from service.auth import TenantDep
 from service.errors import ErrorDetail, PayloadTooLarge, SpecInvalid
 from service.jobs import get_dataset, page
-from service.models import Dataset, new_id
+from service.rows import Dataset, new_id
 from service.schemas import DatasetRead, Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])

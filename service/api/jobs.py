@@ -14,8 +14,8 @@ from sqlalchemy import select
 from service import jobs
 from service.api.deps import CeleryDep, SessionDep, SettingsDep
 from service.auth import TenantDep
-from service.models import Job, JobDiagnostics
 from service.queue import enqueue_training
+from service.rows import Job, JobDiagnostics
 from service.schemas import JobRead, Page, ValidateResult
 from service.spec import TrainingSpec
 

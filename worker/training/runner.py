@@ -19,7 +19,7 @@ from inference.sampler import Predictor
 from inference.summary import has_dropout, model_summary
 from service import datasets
 from service.jobs import base_model_row
-from service.models import Job, JobDiagnostics, TrainedModel, new_id, utcnow
+from service.rows import Job, JobDiagnostics, TrainedModel, new_id, utcnow
 from service.spec import TrainingSpec
 from service.spec.plan import plan_model
 from service.spec.training import Phase

@@ -1,4 +1,4 @@
-"""ORM rows. API schemas live in service/schemas.py; these are only what is stored."""
+"""ORM rows: only what is stored. API request and response shapes live in each domain's schemas."""
 
 import uuid
 from datetime import UTC, datetime
