@@ -40,8 +40,9 @@ def model_summary(model: keras.Model) -> dict[str, Any]:
     }
 
 
+MC_SAMPLED = (keras.layers.Dropout, keras.layers.AlphaDropout, keras.layers.GaussianDropout)
+
+
 def has_dropout(model: keras.Model) -> bool:
-    return any(
-        isinstance(layer, keras.layers.Dropout | keras.layers.AlphaDropout)
-        for layer in model.layers
-    )
+    """Whether Monte-Carlo Dropout has something to sample (dropout of any kind)."""
+    return any(isinstance(layer, MC_SAMPLED) for layer in model.layers)

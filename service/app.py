@@ -2,10 +2,14 @@
 
 from fastapi import FastAPI
 
-from service.api import batch_predictions, datasets, health, jobs, models
+from service import health
 from service.artifacts import ArtifactStore
+from service.batch_predictions import endpoints as batch_predictions
+from service.datasets import endpoints as datasets
 from service.db import make_engine, make_session_factory
 from service.errors import install_error_handlers
+from service.jobs import endpoints as jobs
+from service.models import endpoints as models
 from service.queue import make_celery
 from service.settings import Settings, get_settings
 

@@ -28,11 +28,24 @@ def _worker_command(queues: str, pool: str, concurrency: int, loglevel: str) -> 
     ]
 
 
+def _uses_data_dir(settings: Settings) -> bool:
+    """True when the SQLite file, the file-system broker or the artifacts live in data_dir.
+
+    With all three external (production), `kts` creates nothing in the working directory.
+    """
+    return (
+        settings.database_url is None
+        or settings.is_embedded_broker()
+        or settings.artifact_dir is None
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["KTS_DATA_DIR"] = str(Path(args.data_dir).resolve())
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if _uses_data_dir(settings):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     loopback = args.host in ("localhost", "::1") or args.host.startswith("127.")
     if settings.require_auth is False and not loopback:
         print(
@@ -54,27 +67,30 @@ def serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    if (
-        settings.database_url is None
-    ):  # embedded: SQLite migrates itself; production has `kts migrate`
+    # Embedded: SQLite migrates itself; production runs `kts migrate` once.
+    if settings.database_url is None:
         from service.db import upgrade_database
 
         upgrade_database(settings.resolved_database_url())
+    # uvicorn re-raises SIGTERM once it has shut down; with the default handler the process would
+    # die there and skip the `finally` below, leaving the embedded worker running. Turn it into
+    # SystemExit so that the worker is stopped on every way out.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     worker = None
-    if settings.is_embedded_broker():
-        # No broker server: a solo-pool worker in a child process shares the data folder.
-        worker = subprocess.Popen(
-            _worker_command(settings.queue, "solo", 1, args.loglevel), env=os.environ.copy()
-        )
-        print(
-            f"kts: embedded worker started (pid {worker.pid}); data in {settings.data_dir}",
-            flush=True,
-        )
-    import uvicorn
-
-    from service.app import create_app
-
     try:
+        if settings.is_embedded_broker():
+            # No broker server: a solo-pool worker in a child process shares the data folder.
+            worker = subprocess.Popen(
+                _worker_command(settings.queue, "solo", 1, args.loglevel), env=os.environ.copy()
+            )
+            print(
+                f"kts: embedded worker started (pid {worker.pid}); data in {settings.data_dir}",
+                flush=True,
+            )
+        import uvicorn
+
+        from service.app import create_app
+
         uvicorn.run(
             create_app(settings), host=args.host, port=args.port, log_level=args.loglevel.lower()
         )
@@ -85,12 +101,17 @@ def serve(args: argparse.Namespace) -> int:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()
     return 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def worker(args: argparse.Namespace) -> int:
     settings = Settings()
-    if settings.is_embedded_broker():
+    if _uses_data_dir(settings):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     command = _worker_command(
         args.queues or settings.queue, args.pool, args.concurrency, args.loglevel

@@ -1,11 +1,14 @@
 """Engine, sessions and migrations: the schema always comes from `alembic upgrade head`."""
 
+import importlib.resources
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+# The migrations live in the top-level `alembic/` folder of the checkout; the wheel ships the same
+# files as the `service.migrations` package (pyproject.toml maps one onto the other).
+CHECKOUT_ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -44,17 +47,32 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def migrations_dir() -> Path:
+    """The folder of the Alembic scripts, in an installed wheel or in a checkout."""
+    try:
+        # A folder without __init__.py: a namespace package, whose files() is a MultiplexedPath;
+        # joinpath of an existing file gives the real path.
+        env = Path(str(importlib.resources.files("service.migrations").joinpath("env.py")))
+    except ModuleNotFoundError:
+        # An editable install: setuptools' editable finder cannot map a package folder that has
+        # no __init__.py, so `service.migrations` is not importable there; read the checkout.
+        env = CHECKOUT_ALEMBIC_DIR / "env.py"
+    folder = env.parent
+    if not all((folder / name).exists() for name in ("env.py", "script.py.mako", "versions")):
+        raise RuntimeError(
+            f"No migrations at {folder}: install the project (pip install -e . or its wheel)."
+        )
+    return folder
+
+
 def upgrade_database(url: str) -> None:
     """Bring the database at `url` to the newest migration."""
     from alembic.config import Config
 
     from alembic import command
 
-    if not (ALEMBIC_DIR / "versions").is_dir():
-        raise RuntimeError(f"No migrations at {ALEMBIC_DIR}: install the project with pip -e.")
-
     cfg = Config()
-    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
     make_engine(url).dispose()  # creates the SQLite folder if needed

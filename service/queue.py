@@ -7,14 +7,10 @@ import logging
 
 from celery import Celery
 
+from service.jobs.kinds import JOB_KINDS
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-TRAIN_TASK = "kts.train"
-OPTIMIZE_TASK = "kts.optimize"
-BATCH_PREDICT_TASK = "kts.batch_predict"
-TASK_OF_KIND = {"train": TRAIN_TASK, "optimize": OPTIMIZE_TASK, "batch_predict": BATCH_PREDICT_TASK}
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -22,12 +18,15 @@ def make_celery(settings: Settings) -> Celery:
     transport_options: dict[str, object] = {}
     if settings.is_embedded_broker():
         folder = settings.broker_folder()
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport_options = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # kombu writes its exchange table here; its default is `control/` in the working
+            # directory, which would litter wherever `kts` was started.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": settings.broker_polling_interval,
         }
@@ -47,15 +46,12 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_training(app: Celery, settings: Settings, job_id: str) -> bool:
-    return enqueue(app, settings, TRAIN_TASK, job_id)
-
-
-def enqueue(app: Celery, settings: Settings, task: str, job_id: str) -> bool:
-    """Send a task for a committed job; False when the broker cannot be reached."""
+def enqueue(app: Celery, settings: Settings, kind: str, job_id: str) -> bool:
+    """Send the task of a committed job of this kind; False when the broker cannot be reached
+    (the job stays queued in the database and the reconciler sends it later)."""
     try:
         app.send_task(
-            task,
+            JOB_KINDS[kind].task,
             args=[job_id],
             queue=settings.queue,
             retry=True,

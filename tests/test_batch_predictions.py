@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from service.datasets import load_builtin
+from service.datasets.arrays import load_builtin
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.runner import run_job
+from worker.jobs.lifecycle import run_job
 
 
 def upload(client: TestClient, X: np.ndarray, y: np.ndarray) -> str:

@@ -127,6 +127,16 @@ HAND_WRITTEN: list[tuple[str, dict[str, Any], keras.layers.Layer]] = [
         keras.layers.LeakyReLU(negative_slope=0.2),
     ),
     ("prelu", {"type": "prelu"}, keras.layers.PReLU()),
+    (
+        "gaussian noise",
+        {"type": "gaussian_noise", "stddev": 0.1},
+        keras.layers.GaussianNoise(0.1),
+    ),
+    (
+        "gaussian dropout",
+        {"type": "gaussian_dropout", "rate": 0.2},
+        keras.layers.GaussianDropout(0.2),
+    ),
 ]
 
 

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.runner import run_job
+from worker.jobs.lifecycle import run_job
 from worker.training.diagnostics import flags, measure
 
 

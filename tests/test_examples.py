@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import submit
 from worker.context import WorkerContext
-from worker.runner import run_job
+from worker.jobs.lifecycle import run_job
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NAMES = sorted(p.stem for p in EXAMPLES.glob("*.json"))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.datasets import load_builtin
+from service.datasets.arrays import load_builtin
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.runner import run_job
+from worker.jobs.lifecycle import run_job
 
 
 def trained(client: TestClient, ctx: WorkerContext, **spec: Any) -> dict[str, Any]:

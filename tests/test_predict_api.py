@@ -6,12 +6,12 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.datasets import load_builtin
+from service.datasets.arrays import load_builtin
 from service.settings import Settings
 from tests.conftest import make_spec, submit
 from tests.test_training import upload_regression
 from worker.context import WorkerContext
-from worker.runner import run_job
+from worker.jobs.lifecycle import run_job
 
 
 def trained(client: TestClient, ctx: WorkerContext, **spec: Any) -> str:
@@ -117,7 +117,7 @@ def test_model_cache_is_lru_within_its_budget() -> None:
     from collections import OrderedDict
     from types import SimpleNamespace
 
-    from service.predictions import evict
+    from service.models.predictions import evict
 
     cache = OrderedDict((name, SimpleNamespace(memory_bytes=100)) for name in "abcd")
     cache.move_to_end("a")  # most recently used

@@ -17,8 +17,9 @@ from service.rows import Job, utcnow
 from service.settings import Settings
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.lease import claim, reconcile
-from worker.runner import run_job
+from worker.jobs.lease import claim
+from worker.jobs.lifecycle import run_job
+from worker.jobs.reconcile import reconcile
 from worker.training.checkpoint import Checkpoints
 
 
@@ -92,7 +93,7 @@ def test_killed_worker_resumes_from_its_last_checkpoint(
     )
     code = textwrap.dedent(f"""
         from worker.context import worker_context
-        from worker.runner import run_job
+        from worker.jobs.lifecycle import run_job
         run_job(worker_context(), {job_id!r}, "doomed/1")
     """)
     env = {**os.environ, "KTS_DATA_DIR": str(settings.data_dir), "KTS_REQUIRE_AUTH": "false"}
@@ -135,7 +136,7 @@ def test_graceful_release_checkpoints_and_hands_back(
     thread = threading.Thread(target=lambda: result.append(run_job(ctx, job_id, "node/7")))
     thread.start()
     wait_for(lambda: job(client, job_id)["progress"]["epoch"] >= 2)
-    from worker.lease import request_release
+    from worker.jobs.lease import request_release
 
     assert request_release(ctx, "node") == 1
     thread.join(timeout=60)

@@ -13,7 +13,7 @@ from service.auth import create_key
 from service.settings import Settings
 from tests.conftest import make_spec
 from worker.context import WorkerContext
-from worker.runner import run_job
+from worker.jobs.lifecycle import run_job
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from inference.sampler import Predictor
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.runner import run_job
+from worker.jobs.lifecycle import run_job
 
 
 def test_job_trains_stores_model_and_history(client: TestClient, ctx: WorkerContext) -> None:
@@ -236,7 +236,7 @@ def test_mc_dropout_keeps_batch_norm_in_inference(client: TestClient, ctx: Worke
     model_id = client.get(f"/v1/jobs/{job_id}").json()["model_id"]
     row_key = f"models/{model_id}/model.keras"
     predictor = Predictor.load(ctx.store.path(row_key), "classification")
-    from service.datasets import load_builtin
+    from service.datasets.arrays import load_builtin
 
     X = np.asarray(load_builtin("digits").X[:20])
     alone = predictor.sample(X[:1], 200, seed=5).mean(axis=0)[0]

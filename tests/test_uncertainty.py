@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
-from worker.runner import run_job
+from worker.jobs.lifecycle import run_job
 from worker.training.uncertainty import classification_scores, regression_scores
 
 

@@ -24,7 +24,7 @@ _node: dict[str, str] = {}
 @worker_process_init.connect
 def _init_process(**_kwargs: object) -> None:
     from inference.runtime import init_keras
-    from worker.lease import hand_back_on_sigterm
+    from worker.jobs.lease import hand_back_on_sigterm
 
     hand_back_on_sigterm()
     init_keras()
@@ -32,7 +32,7 @@ def _init_process(**_kwargs: object) -> None:
 
 def _reconcile_forever(stop: threading.Event) -> None:
     from worker.context import worker_context
-    from worker.lease import reconcile
+    from worker.jobs.reconcile import reconcile
 
     ctx = worker_context()
     while not stop.wait(ctx.settings.reconcile_seconds):
@@ -62,7 +62,7 @@ def _hand_back_jobs(**_kwargs: object) -> None:
     if not node:
         return
     from worker.context import worker_context
-    from worker.lease import request_release
+    from worker.jobs.lease import request_release
 
     try:
         count = request_release(worker_context(), node)

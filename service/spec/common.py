@@ -1,6 +1,6 @@
 """Pieces shared by layers and defaults: activations, initializers, regularizers, constraints."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -75,3 +75,9 @@ class Regularizer(Strict):
 class MaxNorm(Strict):
     max_norm: FiniteFloat = Field(gt=0, description="Largest allowed norm of each unit's weights.")
     axis: int = Field(0, ge=-2, le=1, description="Kernel axis the norm is taken along.")
+
+
+def types_of(union: Any) -> dict[str, type[BaseModel]]:
+    """The classes of a discriminated union by their `type` value, for the registry tests."""
+    members = get_args(get_args(union)[0]) if get_origin(union) is Annotated else get_args(union)
+    return {get_args(cls.model_fields["type"].annotation)[0]: cls for cls in members}

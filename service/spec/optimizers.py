@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from service.spec.common import FiniteFloat, Strict
+from service.spec.common import FiniteFloat, Strict, types_of
 
 
 class _Optimizer(Strict):
@@ -73,3 +73,5 @@ class AdamW(_AdamFamily):
 OptimizerSpec = Annotated[
     SGD | Adagrad | RMSprop | Adam | Nadam | Adamax | AdamW, Field(discriminator="type")
 ]
+
+OPTIMIZER_TYPES = types_of(OptimizerSpec)

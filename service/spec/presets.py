@@ -8,7 +8,7 @@ inputs, alpha dropout; it refuses what breaks self-normalisation.
 from typing import Any
 
 from service.errors import ErrorDetail, SpecInvalid
-from service.spec.layers import BatchNormalization
+from service.spec.layers import BatchNormalization, Dense
 from service.spec.training import EarlyStopping, TrainingSpec
 
 DEEP = 5  # hidden dense layers from which the default preset adds batch normalisation
@@ -81,13 +81,9 @@ def _self_normalizing(spec: TrainingSpec) -> TrainingSpec:
     last = dense[-1] if dense else -1
     for i, layer in enumerate(model.layers):
         loc = ("model", "layers", i)
-        if layer.type == "batch_normalization":
-            errors.append(ErrorDetail(loc, f"Batch normalisation {why}; SELU normalises itself."))
-        elif layer.type == "dropout":
-            errors.append(ErrorDetail(loc, f"Plain dropout {why}: use alpha_dropout."))
-        elif layer.type in ("activation", "leaky_relu", "prelu", "rrelu"):
-            errors.append(ErrorDetail(loc, f"A non-SELU activation layer {why}."))
-        elif layer.type == "dense":
+        if layer.self_normalizing_conflict is not None:
+            errors.append(ErrorDetail(loc, layer.self_normalizing_conflict))
+        elif isinstance(layer, Dense):
             allowed = SELU_OUTPUTS if i == last else ("selu", None)
             if layer.activation not in allowed:
                 errors.append(ErrorDetail((*loc, "activation"), f"A non-SELU activation {why}."))

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from service.spec.common import FiniteFloat, Strict
+from service.spec.common import FiniteFloat, Strict, types_of
 
 
 class Power(Strict):
@@ -70,3 +70,5 @@ class OneCycle(Strict):
 ScheduleSpec = Annotated[
     Power | Exponential | Piecewise | Performance | OneCycle, Field(discriminator="type")
 ]
+
+SCHEDULE_TYPES = types_of(ScheduleSpec)

@@ -13,24 +13,12 @@ from service.spec.common import (
     Strict,
 )
 from service.spec.layers import LayerSpec
+from service.spec.losses import LossName, MetricName
 from service.spec.optimizers import Nadam, OptimizerSpec
 from service.spec.schedules import ScheduleSpec
-
-SPEC_VERSION = 1
+from service.spec.versions import SPEC_VERSION, upgrade
 
 BUILTIN_DATASETS = ("digits", "iris", "breast_cancer", "wine")
-
-LossName = Literal[
-    "sparse_categorical_crossentropy",
-    "categorical_crossentropy",
-    "binary_crossentropy",
-    "mean_squared_error",
-    "mse",
-    "mean_absolute_error",
-    "mae",
-    "huber",
-]
-MetricName = Literal["accuracy", "mae", "mse", "rmse", "auc"]
 
 
 class BuiltinDataset(Strict):
@@ -138,8 +126,23 @@ class Pruning(Strict):
     )
 
 
+class UncertaintySpec(Strict):
+    mc_samples: int = Field(
+        100, ge=1, le=1000, description="MC Dropout samples per validation row."
+    )
+    bins: int = Field(15, ge=2, le=100, description="Confidence bins of the calibration error.")
+
+
 class TrainingSpec(Strict):
     """The request body of POST /v1/jobs."""
+
+    spec_version: int = Field(
+        SPEC_VERSION,
+        ge=1,
+        le=SPEC_VERSION,
+        description="Version of the spec's format; older versions are upgraded before "
+        "validation. Default: the current version.",
+    )
 
     name: str | None = Field(None, max_length=200, description="Free-form job name.")
     dataset: DatasetSpec = Field(description='{"builtin": NAME} or {"id": DATASET_ID}.')
@@ -166,12 +169,10 @@ class TrainingSpec(Strict):
     seed: int | None = Field(
         None, ge=0, le=2**31 - 1, description="Seed for weights, split and shuffling."
     )
-    uncertainty_samples: int = Field(
-        100,
-        ge=1,
-        le=1000,
-        description="MC Dropout samples used to measure uncertainty quality on the validation "
-        "rows after training (models with dropout only).",
+    uncertainty: UncertaintySpec = Field(
+        default_factory=lambda: UncertaintySpec(),
+        description="How uncertainty quality is measured on the validation rows after "
+        "training (models with dropout only).",
     )
     max_runtime_seconds: int | None = Field(
         None, ge=1, le=30 * 24 * 3600, description="Wall-clock limit of the job."
@@ -186,6 +187,11 @@ class TrainingSpec(Strict):
         None,
         description="Magnitude pruning of every dense kernel along a cubic ramp during training.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        return upgrade(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainingSpec":

@@ -8,9 +8,9 @@ import numpy as np
 from service.spec import TrainingSpec
 from service.spec.plan import ModelPlan
 from worker.build.layers import LAYER_BUILDERS
+from worker.build.losses import keras_loss, keras_metrics
 from worker.build.optimizers import build_optimizer
 
-LOSSES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
 
 
 def adapted_normalization(X_train: np.ndarray) -> keras.layers.Normalization:
@@ -65,20 +65,8 @@ def build_model(
                 raise ValueError("normalize_inputs needs the training rows")
             layers.append(adapted_normalization(X_train))
         else:
-            layers.append(LAYER_BUILDERS[layer.type](layer.config, layer.name))
+            layers.append(LAYER_BUILDERS[layer.type](layer.spec, layer.name))
     return keras.Sequential(layers, name="model")
-
-
-def metric_objects(names: list[str]) -> list[Any]:
-    out: list[Any] = []
-    for name in names:
-        if name == "rmse":
-            out.append(keras.metrics.RootMeanSquaredError(name="rmse"))
-        elif name == "auc":
-            out.append(keras.metrics.AUC(name="auc"))
-        else:
-            out.append(name)
-    return out
 
 
 def compile_model(
@@ -86,6 +74,6 @@ def compile_model(
 ) -> None:
     model.compile(
         optimizer=build_optimizer(spec, total_steps),
-        loss=LOSSES.get(plan.loss, plan.loss),
-        metrics=metric_objects(plan.metrics),
+        loss=keras_loss(plan.loss),
+        metrics=keras_metrics(plan.metrics),
     )

@@ -1,30 +1,18 @@
 """Keras callbacks the service adds to `fit`: progress, cancellation, limits, divergence."""
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import keras
 
+from worker.jobs.lease import StopSignal
+
 
 def _float(value: Any) -> float | None:
     number = float(value)
     return number if math.isfinite(number) else None
-
-
-class StopSignal:
-    """Why training should stop early; set from a watcher thread, read at each batch end."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.reason: str | None = None
-
-    def set(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.event.set()
 
 
 class StopAtBatchEnd(keras.callbacks.Callback):

@@ -3,19 +3,20 @@
 import keras
 import numpy as np
 
-from service import datasets
-from service.jobs import get_dataset
+from service.datasets.arrays import Arrays, load_builtin
+from service.datasets.arrays import load_arrays as load_stored
+from service.datasets.service import get_dataset
 from service.spec import TrainingSpec
 from service.spec.training import BuiltinDataset
 from worker.context import WorkerContext
 
 
-def load_arrays(ctx: WorkerContext, spec: TrainingSpec) -> datasets.Arrays:
+def load_arrays(ctx: WorkerContext, spec: TrainingSpec) -> Arrays:
     if isinstance(spec.dataset, BuiltinDataset):
-        return datasets.load_builtin(spec.dataset.builtin)
+        return load_builtin(spec.dataset.builtin)
     with ctx.session_factory() as session:
         key = get_dataset(session, spec.dataset.id).artifact_key
-    return datasets.load_arrays(ctx.store, key)
+    return load_stored(ctx.store, key)
 
 
 def split(n: int, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:

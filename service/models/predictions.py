@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from service.errors import ErrorDetail, SpecInvalid
+from service.models.schemas import PredictRequest
 from service.rows import TrainedModel
-from service.schemas import PredictRequest
 
 _lock = threading.Lock()
 
@@ -22,7 +22,7 @@ def _cache(state: Any) -> "OrderedDict[str, Any]":
 
 def get_predictor(state: Any, row: TrainedModel) -> Any:
     """A loaded model with its compiled plain and MC functions, kept in a bounded LRU cache."""
-    from inference.sampler import Predictor  # imports Keras (TensorFlow) lazily
+    from inference.sampler import Predictor  # imports Keras lazily
 
     cache = _cache(state)
     with _lock:

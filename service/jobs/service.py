@@ -1,26 +1,21 @@
 """Job domain functions: they add and flush; the route commits, then enqueues."""
 
-import base64
 import hashlib
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import datasets
+from service.datasets.arrays import describe, load_builtin
 from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
 from service.rows import Dataset, Job, TrainedModel, utcnow
 from service.settings import Settings
 from service.spec import SPEC_VERSION, TrainingSpec
 from service.spec.plan import DatasetMeta, ModelPlan, plan_model
 from service.spec.training import BuiltinDataset
+from service.tenancy import owned
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def _owned(model: Any, tenant: str | None) -> list[Any]:
-    """Filter on the owning tenant (None: the worker, which acts on any tenant's ids)."""
-    return [] if tenant is None else [model.tenant == tenant]
 
 
 def dataset_meta(
@@ -29,9 +24,9 @@ def dataset_meta(
     """The shapes a spec is checked against; an unknown dataset.id is a 422 at its loc."""
     ref = spec.dataset
     if isinstance(ref, BuiltinDataset):
-        meta = datasets.describe(datasets.load_builtin(ref.builtin))
+        meta = describe(load_builtin(ref.builtin))
         return meta, {"builtin": ref.builtin}
-    row = session.scalar(select(Dataset).where(Dataset.id == ref.id, *_owned(Dataset, tenant)))
+    row = session.scalar(select(Dataset).where(Dataset.id == ref.id, *owned(Dataset, tenant)))
     if row is None:
         raise SpecInvalid([ErrorDetail(("dataset", "id"), "No data set has this id.")])
     meta = DatasetMeta(
@@ -49,7 +44,7 @@ def base_model_row(
     loc = ("base_model", "model_id")
     row = session.scalar(
         select(TrainedModel).where(
-            TrainedModel.id == spec.base_model.model_id, *_owned(TrainedModel, tenant)
+            TrainedModel.id == spec.base_model.model_id, *owned(TrainedModel, tenant)
         )
     )
     if row is None:
@@ -150,7 +145,7 @@ def new_job(
 
 
 def get_job(session: Session, job_id: str, tenant: str | None = None) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id, *_owned(Job, tenant)))
+    job = session.scalar(select(Job).where(Job.id == job_id, *owned(Job, tenant)))
     if job is None:
         raise NotFound(f"No job has id {job_id[:64]}.")
     return job
@@ -166,63 +161,3 @@ def cancel_job(session: Session, job_id: str, tenant: str) -> Job:
     job.cancel_requested = True
     session.flush()
     return job
-
-
-def get_model(session: Session, model_id: str, tenant: str | None = None) -> TrainedModel:
-    row = session.scalar(
-        select(TrainedModel).where(TrainedModel.id == model_id, *_owned(TrainedModel, tenant))
-    )
-    if row is None:
-        raise NotFound(f"No model has id {model_id[:64]}.")
-    return row
-
-
-def training_job_of(session: Session, model: TrainedModel) -> Job | None:
-    """The training job whose data a model (or the model it was derived from) learned on."""
-    seen = set()
-    row: TrainedModel | None = model
-    while row is not None and row.id not in seen:
-        seen.add(row.id)
-        if row.job_id is not None:
-            job = session.scalar(select(Job).where(Job.id == row.job_id))
-            if job is not None and job.kind == "train":
-                return job
-        if row.base_model_id is None:
-            return None
-        row = session.scalar(select(TrainedModel).where(TrainedModel.id == row.base_model_id))
-    return None
-
-
-def get_dataset(session: Session, dataset_id: str, tenant: str | None = None) -> Dataset:
-    row = session.scalar(select(Dataset).where(Dataset.id == dataset_id, *_owned(Dataset, tenant)))
-    if row is None:
-        raise NotFound(f"No data set has id {dataset_id[:64]}.")
-    return row
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(str(seq).encode()).decode()
-
-
-def decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor.encode()).decode())
-    except (ValueError, UnicodeDecodeError):
-        raise SpecInvalid(
-            [ErrorDetail(("cursor",), "Expected a cursor from a previous page.")]
-        ) from None
-
-
-def page(
-    session: Session, model: Any, limit: int, cursor: str | None, *filters: Any
-) -> tuple[list[Any], str | None]:
-    """Newest first, keyset-paginated on the row sequence."""
-    query = select(model).where(*filters).order_by(model.seq.desc()).limit(limit + 1)
-    after = decode_cursor(cursor)
-    if after is not None:
-        query = query.where(model.seq < after)
-    rows = list(session.scalars(query))
-    next_cursor = encode_cursor(rows[limit - 1].seq) if len(rows) > limit else None
-    return rows[:limit], next_cursor

@@ -6,10 +6,14 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
-from service import batch, jobs
-from service.api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from service.auth import TenantDep
-from service.queue import BATCH_PREDICT_TASK, enqueue
+from service.batch_predictions import service as batch
+from service.batch_predictions.schemas import BatchPredictionCreate, ResultFormat
+from service.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from service.jobs.service import cancel_job
+from service.models.service import get_model
+from service.pagination import page
+from service.queue import enqueue
 from service.rows import BatchPrediction, Job
 
 router = APIRouter(tags=["batch predictions"])
@@ -18,17 +22,17 @@ router = APIRouter(tags=["batch predictions"])
 @router.post("/v1/models/{model_id}/batch-predictions", status_code=202)
 def create_batch_prediction(
     model_id: str,
-    body: batch.BatchPredictionCreate,
+    body: BatchPredictionCreate,
     tenant: TenantDep,
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
 ) -> dict[str, Any]:
     """Queue the scoring of a whole stored data set (plain or with MC Dropout)."""
-    model = jobs.get_model(session, model_id, tenant)
+    model = get_model(session, model_id, tenant)
     row = batch.create(session, settings, model, body, tenant)
     session.commit()
-    enqueue(celery, settings, BATCH_PREDICT_TASK, row.id)
+    enqueue(celery, settings, "batch_predict", row.id)
     return batch.read(*batch.get(session, row.id, tenant))
 
 
@@ -46,7 +50,7 @@ def list_batch_predictions(
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> dict[str, Any]:
     """Batch predictions, newest first."""
-    rows, next_cursor = jobs.page(
+    rows, next_cursor = page(
         session, BatchPrediction, limit, cursor, BatchPrediction.tenant == tenant
     )
     by_id = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_([r.id for r in rows])))}
@@ -59,7 +63,7 @@ def cancel_batch_prediction(
 ) -> dict[str, Any]:
     """Cancel a queued or running batch prediction (no half results are kept)."""
     batch.get(session, batch_id, tenant)
-    jobs.cancel_job(session, batch_id, tenant)
+    cancel_job(session, batch_id, tenant)
     session.commit()
     return batch.read(*batch.get(session, batch_id, tenant))
 
@@ -70,7 +74,7 @@ def batch_prediction_results(
     tenant: TenantDep,
     session: SessionDep,
     store: StoreDep,
-    format: Annotated[batch.ResultFormat, Query(description="json pages, csv or parquet")] = "json",
+    format: Annotated[ResultFormat, Query(description="json pages, csv or parquet")] = "json",
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     sort: Annotated[

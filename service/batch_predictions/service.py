@@ -1,35 +1,27 @@
-"""Batch predictions: the request, its checks (before anything is queued) and the results.
+"""Batch predictions: the checks of a request (before anything is queued) and the results.
 
-The scoring itself runs on the workers (worker/batch_predict.py); this module only reads the
-Parquet file they write, with pyarrow (no TensorFlow).
+The scoring itself runs on the workers (worker/batch_prediction.py); this module only reads the
+Parquet file they write, with pyarrow (no Keras).
 """
 
 import csv
 import io
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.batch_predictions.schemas import BatchPredictionCreate
+from service.datasets.service import get_dataset
 from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
+from service.jobs.service import new_job
+from service.models.service import check_sampling
 from service.rows import BatchPrediction, Job, TrainedModel
 from service.settings import Settings
-from service.spec.common import FiniteFloat, Strict
-from service.spec.training import DatasetRef
 
 SORTABLE = ("predictive_entropy", "mutual_information", "row")
-
-
-class BatchPredictionCreate(Strict):
-    dataset: DatasetRef = Field(description='{"id": DATASET_ID}: the rows to score.')
-    mc_samples: int = Field(0, ge=0, description="Monte-Carlo-Dropout samples per row; 0 = plain.")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Makes the draws repeatable.")
-    interval: FiniteFloat | None = Field(
-        None, gt=0, lt=1, description="Regression: central interval of the MC samples."
-    )
 
 
 def create(
@@ -40,8 +32,6 @@ def create(
     tenant: str,
 ) -> BatchPrediction:
     """Add the job and its batch-prediction row; refused with 422 before anything is queued."""
-    from service.jobs import get_dataset, new_job
-
     try:
         dataset = get_dataset(session, body.dataset.id, tenant)
     except NotFound:
@@ -56,26 +46,7 @@ def create(
                 )
             ]
         )
-    if body.mc_samples > settings.max_mc_samples:
-        raise SpecInvalid(
-            [ErrorDetail(("mc_samples",), f"Expected at most {settings.max_mc_samples} samples.")]
-        )
-    if body.mc_samples > 0 and not model.has_dropout:
-        raise SpecInvalid(
-            [
-                ErrorDetail(
-                    ("mc_samples",), "This model has no dropout layers: ask for mc_samples 0."
-                )
-            ]
-        )
-    if body.interval is not None and (model.task != "regression" or body.mc_samples == 0):
-        raise SpecInvalid(
-            [
-                ErrorDetail(
-                    ("interval",), "Expected interval for a regression model with mc_samples > 0."
-                )
-            ]
-        )
+    check_sampling(model, settings, body.mc_samples, body.interval)
     job = new_job(
         session,
         tenant,
@@ -183,6 +154,3 @@ def csv_lines(store: Any, row: BatchPrediction, job: Job) -> Iterator[str]:
                 [x for v in record.values() for x in (v if isinstance(v, list) else [v])]
             )
         yield buf.getvalue()
-
-
-ResultFormat = Literal["json", "csv", "parquet"]

@@ -1,25 +1,19 @@
-"""Optimize jobs: derive a new model by folding batch norm, pruning, or smaller weights,
-and measure what it changed (outputs, accuracy, file size, single-row latency).
+"""Compression ("optimize" jobs): derive a new model by folding batch norm, pruning, or
+smaller weights, and measure what it changed (outputs, accuracy, file size, single-row latency).
 """
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-from sqlalchemy import update
 
-from inference.summary import has_dropout, model_summary
-from service.jobs import get_model, training_job_of
-from service.optimize import OptimizeRequest, fold_plan
-from service.rows import Job, TrainedModel, new_id, utcnow
+from service.models.compression import CompressionJobSpec, CompressionRequest, fold_plan
+from service.models.service import get_model, training_job_of
 from service.spec import TrainingSpec
 from worker.build.model import copy_model, finalize_normalization
-from worker.context import WorkerContext
-from worker.lease import Claim
+from worker.jobs.lifecycle import JobRun, runs
 from worker.training.data import load_arrays, split
 from worker.training.pruning import MagnitudePruning, dense_kernels, sparsity_report
 
@@ -124,31 +118,67 @@ def _fine_tune_prune(
     )
 
 
-def run_optimize(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
-    spec_data = claimed.spec
-    request = OptimizeRequest.model_validate(
-        {k: v for k, v in spec_data.items() if k != "source_model_id"}
-    )
-    with ctx.session_factory() as session:
-        source = get_model(session, spec_data["source_model_id"])
+@runs("optimize")
+def run_compression(run: JobRun) -> str:
+    request = CompressionJobSpec.model_validate(run.claim.spec)
+    with run.ctx.session_factory() as session:
+        source = get_model(session, request.source_model_id)
         train_job = training_job_of(session, source)
-        train_spec = TrainingSpec.model_validate(train_job.spec) if train_job else None
-    src_path = ctx.store.path(source.artifact_key)
+        train_spec = (
+            TrainingSpec.model_validate({**train_job.spec, "spec_version": train_job.spec_version})
+            if train_job
+            else None
+        )
+    src_path = run.ctx.store.path(source.artifact_key)
     src = keras.saving.load_model(src_path, compile=False, safe_mode=True)
+    rows = _rows(run, train_spec)
+    model, steps, pruning = _compress(src, request, source.task, rows, train_spec)
+    row = run.save_model(
+        model,
+        job_id=None,
+        base_model_id=source.id,
+        task=source.task,
+        n_classes=source.n_classes,
+        pruning=pruning,
+    )
+    report: dict[str, Any] = {
+        "source_model_id": source.id,
+        "steps": steps,
+        "file_size_bytes": {
+            "before": src_path.stat().st_size,
+            "after": run.ctx.store.path(row.artifact_key).stat().st_size,
+        },
+    }
+    metrics = _measure(src, model, source.task, rows, train_spec, report)
+    row.metrics, row.optimization = metrics, report
+    return run.succeed(row, epoch=1, metrics=dict(metrics))
 
-    X_eval = y_eval = X_train = y_train = None
-    if train_spec is not None:
-        arrays = load_arrays(ctx, train_spec)
-        train_idx, val_idx = split(len(arrays.X), train_spec.validation_split, train_spec.seed)
-        X_train, y_train = arrays.X[train_idx], arrays.y[train_idx]
-        eval_idx = val_idx if len(val_idx) else train_idx[:1000]
-        X_eval, y_eval = arrays.X[eval_idx], arrays.y[eval_idx]
 
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def _rows(run: JobRun, train_spec: TrainingSpec | None) -> Rows:
+    """(X_train, y_train, X_eval, y_eval) of the source's training data, when known."""
+    if train_spec is None:
+        return None
+    arrays = load_arrays(run.ctx, train_spec)
+    train_idx, val_idx = split(len(arrays.X), train_spec.validation_split, train_spec.seed)
+    eval_idx = val_idx if len(val_idx) else train_idx[:1000]
+    return arrays.X[train_idx], arrays.y[train_idx], arrays.X[eval_idx], arrays.y[eval_idx]
+
+
+def _compress(
+    src: keras.Model,
+    request: CompressionRequest,
+    task: str,
+    rows: Rows,
+    train_spec: TrainingSpec | None,
+) -> tuple[keras.Model, list[str], dict[str, Any] | None]:
     model = copy_model(src)
     steps: list[str] = []
     if request.prune is not None:
-        assert X_train is not None and y_train is not None and train_spec is not None
-        _fine_tune_prune(model, source.task, X_train, y_train, request.prune, train_spec.batch_size)
+        assert rows is not None and train_spec is not None
+        _fine_tune_prune(model, task, rows[0], rows[1], request.prune, train_spec.batch_size)
         steps.append("prune_and_fine_tune")
     if request.fold_batch_norm:
         model = fold_batch_norm(model)
@@ -156,84 +186,45 @@ def run_optimize(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
     if request.prune_below is not None:
         prune_below(model, request.prune_below)
         steps.append("prune_below")
-    pruning = (
-        sparsity_report(model, request.prune.target_sparsity if request.prune else 0.0)
-        if (request.prune or request.prune_below)
-        else None
-    )
+    pruning = None
+    if request.prune or request.prune_below:
+        pruning = sparsity_report(model, request.prune.target_sparsity if request.prune else 0.0)
     if request.weights == "float16":
         model = with_float16_weights(model)
         steps.append("float16_weights")
     elif request.weights == "int8":
         model.quantize("int8")
         steps.append("int8_weights")
+    return model, steps, pruning
 
-    model_id = new_id()
-    key = f"models/{model_id}/model.keras"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        model.save(path)
-        ctx.store.put_file(key, path)
-    report: dict[str, Any] = {
-        "source_model_id": source.id,
-        "steps": steps,
-        "file_size_bytes": {
-            "before": src_path.stat().st_size,
-            "after": ctx.store.path(key).stat().st_size,
-        },
-    }
+
+def _measure(
+    src: keras.Model,
+    model: keras.Model,
+    task: str,
+    rows: Rows,
+    train_spec: TrainingSpec | None,
+    report: dict[str, Any],
+) -> dict[str, float | None]:
+    """Output difference, accuracy and latency before and after, on the evaluation rows."""
     metrics: dict[str, float | None] = {}
-    if X_eval is not None and y_eval is not None:
-        before = np.asarray(src.predict(X_eval, batch_size=1024, verbose=0), dtype=np.float64)
-        after = np.asarray(model.predict(X_eval, batch_size=1024, verbose=0), dtype=np.float64)
-        report["max_abs_output_difference"] = float(np.max(np.abs(after - before)))
-        report["rows"] = int(len(X_eval))
-        report["split"] = "validation" if train_spec and train_spec.validation_split else "train"
-        if source.task == "classification":
-            report["accuracy"] = {
-                "before": _accuracy(before, y_eval),
-                "after": _accuracy(after, y_eval),
-            }
-            metrics["val_accuracy"] = report["accuracy"]["after"]
-        row = X_eval[:1]
-        report["single_row_latency_ms"] = {
-            "before": single_row_latency_ms(src, row),
-            "after": single_row_latency_ms(model, row),
+    if rows is None:
+        return metrics
+    X_eval, y_eval = rows[2], rows[3]
+    before = np.asarray(src.predict(X_eval, batch_size=1024, verbose=0), dtype=np.float64)
+    after = np.asarray(model.predict(X_eval, batch_size=1024, verbose=0), dtype=np.float64)
+    report["max_abs_output_difference"] = float(np.max(np.abs(after - before)))
+    report["rows"] = int(len(X_eval))
+    report["split"] = "validation" if train_spec and train_spec.validation_split else "train"
+    if task == "classification":
+        report["accuracy"] = {
+            "before": _accuracy(before, y_eval),
+            "after": _accuracy(after, y_eval),
         }
-    with ctx.session_factory() as session:
-        done = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.lease_owner == claimed.owner)
-            .values(
-                status="succeeded",
-                finished_at=utcnow(),
-                model_id=model_id,
-                epoch=1,
-                metrics=dict(metrics),
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            session.rollback()
-            return "lease_lost"
-        session.add(
-            TrainedModel(
-                id=model_id,
-                tenant=claimed.tenant,
-                job_id=None,
-                base_model_id=source.id,
-                backend=keras.backend.backend(),
-                task=source.task,
-                n_classes=source.n_classes,
-                input_shape=list(source.input_shape),
-                has_dropout=has_dropout(model),
-                summary=model_summary(model),
-                metrics=metrics,
-                pruning=pruning,
-                optimization=report,
-                artifact_key=key,
-            )
-        )
-        session.commit()
-    return "succeeded"
+        metrics["val_accuracy"] = report["accuracy"]["after"]
+    row = X_eval[:1]
+    report["single_row_latency_ms"] = {
+        "before": single_row_latency_ms(src, row),
+        "after": single_row_latency_ms(model, row),
+    }
+    return metrics

@@ -10,13 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 
-from service import jobs
-from service.api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from service.auth import TenantDep
+from service.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from service.errors import ErrorDetail, SpecInvalid
-from service.optimize import OptimizeRequest, fold_plan, keras_layers
-from service.queue import OPTIMIZE_TASK, enqueue
-from service.schemas import JobRead, ModelRead, PredictRequest
+from service.jobs.schemas import JobRead
+from service.models import service as models
+from service.models.compression import CompressionRequest
+from service.models.schemas import ModelRead, PredictRequest
+from service.queue import enqueue
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -24,7 +25,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 @router.get("/{model_id}", response_model=ModelRead)
 def read_model(model_id: str, tenant: TenantDep, session: SessionDep) -> ModelRead:
     """One trained model: summary, metrics, lineage."""
-    return ModelRead.of(jobs.get_model(session, model_id, tenant))
+    return ModelRead.of(models.get_model(session, model_id, tenant))
 
 
 @router.get("/{model_id}/artifact")
@@ -42,14 +43,14 @@ def download_model(
     ] = None,
 ) -> FileResponse:
     """The model as a .keras zip, a SavedModel .zip, or a TFLite flatbuffer."""
-    row = jobs.get_model(session, model_id, tenant)
+    row = models.get_model(session, model_id, tenant)
     if quantize is not None and format != "tflite":
         raise SpecInvalid([ErrorDetail(("quantize",), "Expected quantize with format=tflite.")])
     if format == "keras":
         return FileResponse(
             store.path(row.artifact_key), media_type="application/zip", filename=f"{model_id}.keras"
         )
-    from service.predictions import export_path  # loads Keras (TensorFlow) lazily
+    from service.models.predictions import export_path  # loads Keras (TensorFlow) lazily
 
     path = export_path(request.app.state, row, format, quantize)
     if format == "saved_model":
@@ -67,29 +68,17 @@ def download_model(
 def optimize_model(
     model_id: str,
     tenant: TenantDep,
-    body: OptimizeRequest,
+    body: CompressionRequest,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
     celery: CeleryDep,
 ) -> JobRead:
     """Queue a job that derives a new model (folded, pruned or smaller weights)."""
-    row = jobs.get_model(session, model_id, tenant)
-    if body.fold_batch_norm:
-        fold_plan(keras_layers(store.path(row.artifact_key)))
-    if body.prune is not None and jobs.training_job_of(session, row) is None:
-        raise SpecInvalid([ErrorDetail(("prune",), "No training rows are known for this model.")])
-    epochs = body.prune.epochs if body.prune else 1
-    job = jobs.new_job(
-        session,
-        tenant,
-        f"optimize {model_id}",
-        "optimize",
-        {"source_model_id": model_id, **body.model_dump(mode="json")},
-        epochs,
-    )
+    row = models.get_model(session, model_id, tenant)
+    job = models.create_compression_job(session, store, row, body, tenant)
     session.commit()
-    enqueue(celery, settings, OPTIMIZE_TASK, job.id)
+    enqueue(celery, settings, "optimize", job.id)
     return JobRead.of(job)
 
 
@@ -122,53 +111,13 @@ async def predict(
 
     def load_row() -> Any:
         with factory() as session:
-            return jobs.get_model(session, model_id, tenant)
+            return models.get_model(session, model_id, tenant)
 
     row = await anyio.to_thread.run_sync(load_row)
-    if body.mc_samples > settings.max_mc_samples:
-        raise SpecInvalid(
-            [ErrorDetail(("mc_samples",), f"Expected at most {settings.max_mc_samples} samples.")]
-        )
-    if len(body.instances) > settings.max_instances:
-        raise SpecInvalid(
-            [ErrorDetail(("instances",), f"Expected at most {settings.max_instances} instances.")]
-        )
-    outputs = row.n_classes or int(row.summary["layers"][-1]["output_shape"][-1] or 1)
-    if len(body.instances) * body.mc_samples * outputs > settings.max_mc_values:
-        raise SpecInvalid(
-            [
-                ErrorDetail(
-                    ("mc_samples",),
-                    f"Expected instances x mc_samples x outputs at most {settings.max_mc_values}.",
-                )
-            ]
-        )
-    if body.mc_samples > 0 and not row.has_dropout:
-        raise SpecInvalid(
-            [
-                ErrorDetail(
-                    ("mc_samples",),
-                    "This model has no dropout layers, so Monte-Carlo Dropout has "
-                    "nothing to sample: ask for mc_samples 0.",
-                )
-            ]
-        )
-
-    if body.interval is not None and row.task != "regression":
-        raise SpecInvalid(
-            [
-                ErrorDetail(
-                    ("interval",),
-                    "Expected interval for regression models only; classifiers report entropy.",
-                )
-            ]
-        )
-    if (body.return_samples or body.interval is not None) and body.mc_samples == 0:
-        field = "return_samples" if body.return_samples else "interval"
-        raise SpecInvalid([ErrorDetail((field,), "Expected mc_samples > 0 with this option.")])
+    models.check_predict(row, settings, body)
 
     def run() -> list[Any]:
-        from service.predictions import predict_rows  # loads Keras on first use
+        from service.models.predictions import predict_rows  # loads Keras on first use
 
         return predict_rows(request.app.state, row, body)
 

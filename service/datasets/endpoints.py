@@ -4,13 +4,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
-from service import datasets
-from service.api.deps import SessionDep, SettingsDep, StoreDep
 from service.auth import TenantDep
+from service.datasets import parsing
+from service.datasets.arrays import Arrays, describe, save_arrays
+from service.datasets.schemas import DatasetRead
+from service.datasets.service import get_dataset
+from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import ErrorDetail, PayloadTooLarge, SpecInvalid
-from service.jobs import get_dataset, page
+from service.pagination import Page, page
 from service.rows import Dataset, new_id
-from service.schemas import DatasetRead, Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -34,19 +36,19 @@ def upload_dataset(
     if filename.endswith(".csv"):
         if not target:
             raise SpecInvalid([ErrorDetail(("target",), "Expected the label column's name.")])
-        arrays = datasets.parse_csv(data, target, task, settings.max_rows, settings.max_features)
+        arrays = parsing.parse_csv(data, target, task, settings.max_rows, settings.max_features)
     elif filename.endswith(".npz") or data[:2] == b"PK":
-        arrays = datasets.parse_npz(
+        arrays = parsing.parse_npz(
             data, settings.max_rows, settings.max_features, settings.max_uncompressed_bytes
         )
         if task == "regression":
-            arrays = datasets.Arrays(arrays.X, arrays.y.astype("float32"))
+            arrays = Arrays(arrays.X, arrays.y.astype("float32"))
     else:
         raise SpecInvalid([ErrorDetail(("file",), "Expected a .npz or .csv file.")])
-    meta = datasets.describe(arrays)
+    meta = describe(arrays)
     dataset_id = new_id()
     key = f"datasets/{dataset_id}"
-    datasets.save_arrays(store, key, arrays)
+    save_arrays(store, key, arrays)
     row = Dataset(
         tenant=tenant,
         id=dataset_id,

@@ -10,19 +10,23 @@ import os
 import signal
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from service.jobs import TERMINAL
+from service.jobs.service import TERMINAL
 from service.rows import Job, utcnow
 from worker.context import WorkerContext
-from worker.training.callbacks import StopSignal
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.5
+DB_RETRIES, DB_RETRY_SECONDS = 30, 2.0  # ride out a database restart of about a minute
 # Set when this process is asked to stop (SIGTERM reaching a prefork child directly): the
 # running job checkpoints and hands itself back rather than dying mid-epoch.
 HAND_BACK = threading.Event()
@@ -47,6 +51,19 @@ def worker_id(node: str | None = None) -> str:
     return f"{node or socket.gethostname()}/{os.getpid()}"
 
 
+class StopSignal:
+    """Why training should stop early; set from a watcher thread, read at each batch end."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.event.set()
+
+
 @dataclass
 class Claim:
     kind: str
@@ -54,6 +71,7 @@ class Claim:
     tenant: str
     attempts: int
     owner: str
+    spec_version: int = 1
 
 
 def claim(ctx: WorkerContext, job_id: str, owner: str) -> Claim | None:
@@ -104,7 +122,7 @@ def claim(ctx: WorkerContext, job_id: str, owner: str) -> Claim | None:
             return None
         job = session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
-        return Claim(job.kind, dict(job.spec), job.tenant, job.attempts, owner)
+        return Claim(job.kind, dict(job.spec), job.tenant, job.attempts, owner, job.spec_version)
 
 
 def fail_worker_lost(session: Any, job_id: str, attempts: int) -> None:
@@ -128,16 +146,34 @@ def owned(owner: str) -> Any:
     return Job.lease_owner == owner
 
 
-def finish(ctx: WorkerContext, job_id: str, owner: str, **values: Any) -> bool:
-    """Write the job's end, only while this worker holds the lease."""
-    with ctx.session_factory() as session:
-        done = session.execute(
-            update(Job)
-            .where(Job.id == job_id, owned(owner))
-            .values(finished_at=utcnow(), lease_owner=None, lease_expires_at=None, **values)
-        )
-        session.commit()
-        return done.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+def finish(
+    ctx: WorkerContext,
+    job_id: str,
+    owner: str,
+    add: Callable[[Session], None] | None = None,
+    **values: Any,
+) -> bool:
+    """Write the job's end (and `add` what goes with it) in one transaction, only while this
+    worker holds the lease; a database restart is ridden out rather than losing the result."""
+    for attempt in range(DB_RETRIES):
+        try:
+            with ctx.session_factory() as session:
+                done = session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, owned(owner))
+                    .values(finished_at=utcnow(), lease_owner=None, lease_expires_at=None, **values)
+                )
+                if done.rowcount != 1:  # type: ignore[attr-defined]
+                    session.rollback()
+                    return False
+                if add is not None:
+                    add(session)
+                session.commit()
+                return True
+        except OperationalError:
+            log.warning("database unavailable while ending job %s (try %d)", job_id, attempt)
+            time.sleep(DB_RETRY_SECONDS)
+    raise RuntimeError("the database stayed unavailable while ending the job")
 
 
 def release(ctx: WorkerContext, job_id: str, owner: str) -> bool:
@@ -207,79 +243,6 @@ class Watcher(threading.Thread):
         self.done.set()
         self.join()
         TRAINING.clear()
-
-
-def requeue(ctx: WorkerContext, job_id: str, kind: str = "train") -> bool:
-    """Send the job's task again (after a hand-back, an expired lease, a lost message)."""
-    from service.queue import TASK_OF_KIND, enqueue, make_celery
-
-    if ctx.celery is None:
-        ctx.celery = make_celery(ctx.settings)
-    return enqueue(ctx.celery, ctx.settings, TASK_OF_KIND[kind], job_id)
-
-
-def queue_length(ctx: WorkerContext) -> int | None:
-    """Messages waiting in the job queue, or None when the broker cannot say."""
-    from service.queue import make_celery
-
-    if ctx.celery is None:
-        ctx.celery = make_celery(ctx.settings)
-    try:
-        with ctx.celery.connection_for_read() as conn:
-            ok = conn.default_channel.queue_declare(ctx.settings.queue, passive=True)
-            return int(ok.message_count)
-    except Exception:
-        return None
-
-
-def reconcile(ctx: WorkerContext) -> dict[str, int]:
-    """Make the queue match the database, which is the source of truth.
-
-    Running jobs whose lease expired (their worker died) are enqueued again, or fail as
-    worker_lost past max_attempts; queued jobs not started for requeue_after_seconds (their
-    message was lost, e.g. with a Redis restart) are enqueued again. Safe to run anywhere
-    and often: a duplicate message finds the job taken and is dropped.
-    """
-    s = ctx.settings
-    now = utcnow()
-    counts = {"requeued_expired": 0, "requeued_queued": 0, "worker_lost": 0}
-    with ctx.session_factory() as session:
-        expired = session.scalars(
-            select(Job).where(
-                Job.status == "running",
-                Job.lease_expires_at < now,
-                or_(
-                    Job.enqueued_at.is_(None),
-                    Job.enqueued_at < now - timedelta(seconds=s.lease_seconds),
-                ),
-            )
-        ).all()
-        stale = session.scalars(
-            select(Job).where(
-                Job.status == "queued",
-                or_(
-                    Job.enqueued_at.is_(None),
-                    Job.enqueued_at < now - timedelta(seconds=s.requeue_after_seconds),
-                ),
-            )
-        ).all()
-        todo = []
-        for job in expired:
-            if job.attempts >= s.max_attempts:
-                fail_worker_lost(session, job.id, job.attempts)
-                counts["worker_lost"] += 1
-            else:
-                job.enqueued_at = now
-                todo.append((job.id, job.kind))
-                counts["requeued_expired"] += 1
-        for job in stale:
-            job.enqueued_at = now
-            todo.append((job.id, job.kind))
-            counts["requeued_queued"] += 1
-        session.commit()
-    for job_id, kind in todo:  # after the commit, as every enqueue
-        requeue(ctx, job_id, kind)
-    return counts
 
 
 def request_release(ctx: WorkerContext, node: str) -> int:

@@ -1,5 +1,6 @@
-"""Deriving a smaller or faster model from a trained one: the request, and the checks that
-need no TensorFlow (the fold plan is read from the .keras file's config.json).
+"""Compression: deriving a smaller or faster model from a trained one (POST
+/v1/models/{id}/optimize): the request, and the checks that need no Keras (the fold plan is
+read from the .keras file's config.json). The work runs on the workers (worker/compression.py).
 """
 
 import json
@@ -12,7 +13,8 @@ from pydantic import Field, model_validator
 from service.errors import ErrorDetail, SpecInvalid
 from service.spec.common import FiniteFloat, Strict
 
-SKIPPABLE = ("Dropout", "AlphaDropout")
+# identity at inference: a fold crosses them
+SKIPPABLE = ("Dropout", "AlphaDropout", "GaussianNoise", "GaussianDropout")
 
 
 class PruneAndFineTune(Strict):
@@ -21,7 +23,7 @@ class PruneAndFineTune(Strict):
     learning_rate: FiniteFloat = Field(1e-4, gt=0, description="Adam's rate while fine-tuning.")
 
 
-class OptimizeRequest(Strict):
+class CompressionRequest(Strict):
     fold_batch_norm: bool = Field(
         False, description="Fold every BatchNormalization into the neighbouring dense layer."
     )
@@ -36,7 +38,7 @@ class OptimizeRequest(Strict):
     )
 
     @model_validator(mode="after")
-    def _something(self) -> "OptimizeRequest":
+    def _something(self) -> "CompressionRequest":
         if not (
             self.fold_batch_norm or self.prune_below or self.prune or self.weights != "float32"
         ):
@@ -44,6 +46,12 @@ class OptimizeRequest(Strict):
                 "Expected at least one change: fold_batch_norm, prune_below, prune or weights."
             )
         return self
+
+
+class CompressionJobSpec(CompressionRequest):
+    """What an optimize job stores as its spec: the request and the model it starts from."""
+
+    source_model_id: str = Field(max_length=64, description="The model to compress.")
 
 
 def keras_layers(path: Path) -> list[dict[str, Any]]:

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from service import jobs
-from service.api.deps import CeleryDep, SessionDep, SettingsDep
 from service.auth import TenantDep
-from service.queue import enqueue_training
+from service.deps import CeleryDep, SessionDep, SettingsDep
+from service.jobs import service as jobs
+from service.jobs.schemas import JobRead, ValidateResult
+from service.pagination import Page, page
+from service.queue import enqueue
 from service.rows import Job, JobDiagnostics
-from service.schemas import JobRead, Page, ValidateResult
 from service.spec import TrainingSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -38,7 +39,7 @@ def submit_job(
     job, created = jobs.create_job(session, spec, plan, idempotency_key, tenant)
     session.commit()
     if created:
-        enqueue_training(celery, settings, job.id)
+        enqueue(celery, settings, "train", job.id)
     return JobRead.of(job)
 
 
@@ -78,7 +79,7 @@ def list_jobs(
 ) -> Page:
     """Jobs, newest first, optionally of one status."""
     filters = [Job.tenant == tenant, *([Job.status == status] if status else [])]
-    rows, next_cursor = jobs.page(session, Job, limit, cursor, *filters)
+    rows, next_cursor = page(session, Job, limit, cursor, *filters)
     return Page(items=[JobRead.of(r) for r in rows], next_cursor=next_cursor)
 
 

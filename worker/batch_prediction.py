@@ -11,14 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from inference.sampler import Predictor
 from inference.statistics import statistics
-from service import datasets
-from service.rows import BatchPrediction, Dataset, Job, TrainedModel, utcnow
+from service.datasets import arrays
+from service.rows import BatchPrediction, Dataset, TrainedModel
 from worker.context import WorkerContext
-from worker.lease import Claim, Watcher, finish, release, requeue
-from worker.training.callbacks import StopSignal
+from worker.jobs.lifecycle import JobRun, runs
 
 ROW_BUDGET = 4_000_000  # samples x outputs x rows per chunk
 MAX_CHUNK_ROWS = 4096
@@ -45,6 +45,9 @@ class Summary:
         for name in ("predictive_entropy", "mutual_information", "uncertainty"):
             if name in columns:
                 self._reservoir(name, columns[name])
+        if self.score_name not in columns:  # plain regression: no uncertainty to rank by
+            self.rows += len(rows)
+            return
         for score, row in zip(columns[self.score_name], rows, strict=True):
             item = (float(score), -int(row))  # ties: the lower row id first
             if len(self.top) < MOST_UNCERTAIN:
@@ -114,88 +117,79 @@ def _arrow(rows: np.ndarray, columns: dict[str, np.ndarray]) -> pa.Table:
     return pa.table(data)
 
 
-def run_batch_prediction(ctx: WorkerContext, job_id: str, claimed: Claim) -> str:
-    owner = claimed.owner
+@runs("batch_predict")
+def run_batch_prediction(run: JobRun) -> str:
+    ctx, job_id = run.ctx, run.job_id
     with ctx.session_factory() as session:
         row = session.scalar(select(BatchPrediction).where(BatchPrediction.id == job_id))
         assert row is not None
         model = session.scalar(select(TrainedModel).where(TrainedModel.id == row.model_id))
         dataset = session.scalar(select(Dataset).where(Dataset.id == row.dataset_id))
         assert model is not None and dataset is not None
-        mc, seed, interval = row.mc_samples, row.seed, row.interval
-        model_key, data_key, task = model.artifact_key, dataset.artifact_key, model.task
-    predictor = Predictor.load(ctx.store.path(model_key), task)
-    n = datasets.row_count(ctx.store, data_key)
+    predictor = Predictor.load(ctx.store.path(model.artifact_key), model.task)
     outputs = max(1, model.n_classes or 1)
-    chunk = int(max(1, min(MAX_CHUNK_ROWS, ROW_BUDGET // max(1, mc * outputs))))
+    chunk = int(max(1, min(MAX_CHUNK_ROWS, ROW_BUDGET // max(1, row.mc_samples * outputs))))
     partial = ctx.store.path(f"batch_predictions/{job_id}/partial-{os.getpid()}.parquet")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    summary = Summary(
-        "predictive_entropy" if task == "classification" else "uncertainty", seed or 0
-    )
-    signal = StopSignal()
-    watcher = Watcher(ctx, job_id, owner, signal)
-    watcher.start()
+    score = "predictive_entropy" if model.task == "classification" else "uncertainty"
+    summary = Summary(score, row.seed or 0)
+    with run.watched():
+        _score(run, predictor, row, model.task, dataset.artifact_key, chunk, partial, summary)
+    if run.signal.reason is not None:  # no half results are ever marked complete
+        partial.unlink(missing_ok=True)
+        return run.stopped()
+    key = f"batch_predictions/{job_id}/results.parquet"
+    final = ctx.store.path(key)
+    os.replace(partial, final)
+    n = arrays.row_count(ctx.store, dataset.artifact_key)
+
+    def results(session: Session) -> None:
+        session.execute(
+            update(BatchPrediction)
+            .where(BatchPrediction.id == job_id)
+            .values(rows_done=n, summary=summary.result(row.mc_samples), results_key=key)
+        )
+
+    outcome = run.succeed(add=results, epoch=1)
+    if outcome != "succeeded":
+        final.unlink(missing_ok=True)
+    return outcome
+
+
+def _score(
+    run: JobRun,
+    predictor: Predictor,
+    row: BatchPrediction,
+    task: str,
+    data_key: str,
+    chunk: int,
+    partial: Any,
+    summary: Summary,
+) -> None:
+    """Score the data set chunk by chunk into the partial Parquet file."""
     writer = None
+    start = 0
     try:
-        start = 0
-        for index, rows_x in enumerate(datasets.iter_rows(ctx.store, data_key, chunk)):
-            if signal.reason is not None:
+        for index, rows_x in enumerate(arrays.iter_rows(run.ctx.store, data_key, chunk)):
+            if run.signal.reason is not None:
                 break
             X = rows_x.astype(np.float32, copy=False)
             rows = np.arange(start, start + len(X))
-            chunk_seed = None if seed is None else seed + index
-            columns = _columns(predictor, X, mc, chunk_seed, interval, task)
+            chunk_seed = None if row.seed is None else row.seed + index
+            columns = _columns(predictor, X, row.mc_samples, chunk_seed, row.interval, task)
             table = _arrow(rows, columns)
             if writer is None:
                 writer = pq.ParquetWriter(partial, table.schema)
             writer.write_table(table)
             summary.add(rows, columns)
             start += len(X)
-            _progress(ctx, job_id, owner, start)
+            _progress(run.ctx, run.job_id, start)
     finally:
         if writer is not None:
             writer.close()
-        watcher.stop()
-
-    if signal.reason is not None:  # no half results are ever marked complete
-        partial.unlink(missing_ok=True)
-        if signal.reason == "cancelled":
-            finish(ctx, job_id, owner, status="cancelled")
-            return "cancelled"
-        if signal.reason == "released" and release(ctx, job_id, owner):
-            requeue(ctx, job_id, "batch_predict")
-            return "released"
-        return signal.reason
-    key = f"batch_predictions/{job_id}/results.parquet"
-    final = ctx.store.path(key)
-    os.replace(partial, final)
-    with ctx.session_factory() as session:
-        done = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.lease_owner == owner)
-            .values(
-                status="succeeded",
-                finished_at=utcnow(),
-                epoch=1,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            session.rollback()
-            final.unlink(missing_ok=True)
-            return "lease_lost"
-        session.execute(
-            update(BatchPrediction)
-            .where(BatchPrediction.id == job_id)
-            .values(rows_done=n, summary=summary.result(mc), results_key=key)
-        )
-        session.commit()
-    return "succeeded"
 
 
-def _progress(ctx: WorkerContext, job_id: str, owner: str, rows_done: int) -> None:
+def _progress(ctx: WorkerContext, job_id: str, rows_done: int) -> None:
     try:
         with ctx.session_factory() as session:
             session.execute(

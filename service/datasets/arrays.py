@@ -1,0 +1,96 @@
+"""Data sets as numpy arrays: the scikit-learn built-ins, and stored uploads (one plain .npy
+per array: X float32, y float32 or int64) read whole or in chunks of rows."""
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from service.artifacts import ArtifactStore
+from service.spec.plan import DatasetMeta
+from service.spec.training import BUILTIN_DATASETS
+
+
+@dataclass(frozen=True)
+class Arrays:
+    X: np.ndarray
+    y: np.ndarray
+    class_names: list[str] | None = None
+
+
+def describe(arrays: Arrays) -> DatasetMeta:
+    """Infer task, classes and shapes: integer labels are classes, anything else regression."""
+    X, y = arrays.X, arrays.y
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        return DatasetMeta(
+            len(X),
+            tuple(int(d) for d in X.shape[1:]),
+            "classification",
+            int(y.max()) + 1 if len(y) else 0,
+        )
+    output_dim = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+    return DatasetMeta(len(X), tuple(int(d) for d in X.shape[1:]), "regression", None, output_dim)
+
+
+@lru_cache(maxsize=len(BUILTIN_DATASETS))
+def load_builtin(name: str) -> Arrays:
+    """Load a scikit-learn data set as it ships (digits is 0..16, not rescaled)."""
+    from sklearn import datasets as skd  # imported lazily: about 1 s
+
+    loaders = {
+        "digits": skd.load_digits,
+        "iris": skd.load_iris,
+        "breast_cancer": skd.load_breast_cancer,
+        "wine": skd.load_wine,
+    }
+    bunch = loaders[name]()
+    X = np.asarray(bunch.data, dtype=np.float32)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return Arrays(X, y, [str(c) for c in bunch.target_names])
+
+
+def save_arrays(store: ArtifactStore, prefix: str, arrays: Arrays) -> None:
+    """One plain .npy per array, so a reader can memory-map rows instead of loading them."""
+    for name, array in (("X", arrays.X), ("y", arrays.y)):
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        store.put_bytes(f"{prefix}/{name}.npy", buf.getvalue())
+
+
+def row_count(store: ArtifactStore, prefix: str) -> int:
+    with open(store.path(f"{prefix}/X.npy"), "rb") as fh:
+        shape, _, _ = _npy_header(fh)
+    return int(shape[0])
+
+
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)  # type: ignore[no-any-return]
+    return np.lib.format.read_array_header_2_0(fh)  # type: ignore[no-any-return]
+
+
+def iter_rows(store: ArtifactStore, prefix: str, chunk_rows: int) -> Iterator[np.ndarray]:
+    """X in chunks of rows, read from the file (not memory-mapped): memory stays bounded by
+    the chunk whatever the data set's size."""
+    with open(store.path(f"{prefix}/X.npy"), "rb") as fh:
+        shape, fortran, dtype = _npy_header(fh)
+        if fortran:
+            raise ValueError("expected a C-ordered array")
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        while True:
+            data = fh.read(chunk_rows * row_bytes)
+            if not data:
+                return
+            yield np.frombuffer(data, dtype=dtype).reshape(-1, *shape[1:])
+
+
+def load_arrays(store: ArtifactStore, prefix: str) -> Arrays:
+    X = np.load(store.path(f"{prefix}/X.npy"), allow_pickle=False)
+    y = np.load(store.path(f"{prefix}/y.npy"), allow_pickle=False)
+    return Arrays(X, y)

@@ -1,0 +1,71 @@
+"""Job request and response shapes (the request body of a training job is the spec,
+service/spec/training.py)."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from service.rows import Job
+from service.spec.versions import upgrade
+
+
+class Progress(BaseModel):
+    epoch: int
+    epochs: int
+
+
+class JobRead(BaseModel):
+    id: str
+    name: str
+    kind: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+    history: dict[str, list[float | None]]
+    metrics: dict[str, float | None]
+    error: dict[str, str] | None
+    model_id: str | None
+    attempts: int
+    resumed_from_epoch: int | None
+    warnings: list[dict[str, Any]]
+    spec_version: int
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: Job) -> "JobRead":
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            status=row.status,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            progress=Progress(epoch=row.epoch, epochs=row.epochs),
+            history=row.history or {},
+            metrics=row.metrics or {},
+            error=row.error,
+            model_id=row.model_id,
+            attempts=row.attempts,
+            resumed_from_epoch=row.resumed_from_epoch,
+            warnings=row.warnings or [],
+            spec_version=row.spec_version,
+            spec=upgraded(row) if row.kind == "train" else row.spec,
+        )
+
+
+class ValidateResult(BaseModel):
+    valid: bool = True
+    summary: dict[str, Any]
+    loss: str
+    metrics: list[str]
+    epochs: int
+    dataset: dict[str, Any]
+
+
+def upgraded(row: Job) -> dict[str, Any]:
+    """A stored training spec in today's version (stored jobs keep the version they had)."""
+    return upgrade({**row.spec, "spec_version": row.spec_version})

@@ -1,0 +1,58 @@
+"""Trained-model request and response shapes."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.rows import TrainedModel
+
+
+class ModelRead(BaseModel):
+    id: str
+    job_id: str | None
+    backend: str
+    created_at: datetime
+    summary: dict[str, Any]
+    metrics: dict[str, float | None]
+    base_model_id: str | None
+    uncertainty: dict[str, Any] | None
+    pruning: dict[str, Any] | None
+    optimization: dict[str, Any] | None
+    task: str
+    n_classes: int | None
+    input_shape: list[int]
+
+    @classmethod
+    def of(cls, row: TrainedModel) -> "ModelRead":
+        return cls(
+            id=row.id,
+            job_id=row.job_id,
+            backend=row.backend,
+            created_at=row.created_at,
+            summary=row.summary,
+            metrics=row.metrics or {},
+            base_model_id=row.base_model_id,
+            uncertainty=row.uncertainty,
+            pruning=row.pruning,
+            optimization=row.optimization,
+            task=row.task,
+            n_classes=row.n_classes,
+            input_shape=row.input_shape,
+        )
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instances: list[Any] = Field(min_length=1, description="Rows, as TensorFlow Serving takes.")
+    mc_samples: int = Field(0, ge=0, description="Monte-Carlo-Dropout samples; 0 = plain.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Makes MC answers repeatable.")
+    return_samples: bool = Field(False, description="Also return the raw draws per instance.")
+    interval: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="Regression: central interval of the MC samples (0.9: 5% and 95% quantiles).",
+    )

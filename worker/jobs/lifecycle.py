@@ -1,0 +1,152 @@
+"""One life cycle for every job kind: claim the lease, run the kind's runner while a watcher
+renews the lease and listens for cancel and hand-back, then end the job under the lease
+(storing the model row and its artifact in the same transaction), or record the failure.
+
+A kind's runner receives a `JobRun` and returns what happened ("succeeded", "cancelled",
+"released", "lease_lost"); it raises JobFailed for an end the user should read.
+"""
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.errors import ApiError
+from service.rows import TrainedModel, new_id
+from worker.context import WorkerContext
+from worker.jobs.lease import Claim, StopSignal, Watcher, claim, finish, release, worker_id
+from worker.jobs.reconcile import requeue
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    """An end the user reads: `code` is stored as the job's error.code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class JobRun:
+    """A claimed job in this worker: what every kind's runner works with."""
+
+    ctx: WorkerContext
+    job_id: str
+    claim: Claim
+    signal: StopSignal = field(default_factory=StopSignal)
+
+    @property
+    def owner(self) -> str:
+        return self.claim.owner
+
+    @contextmanager
+    def watched(self) -> Iterator[StopSignal]:
+        """Renew the lease and watch for cancel and hand-back requests meanwhile."""
+        watcher = Watcher(self.ctx, self.job_id, self.owner, self.signal)
+        watcher.start()
+        try:
+            yield self.signal
+        finally:
+            watcher.stop()
+
+    def save_model(self, model: Any, **fields: Any) -> TrainedModel:
+        """Store the Keras model as an artifact; the row (not yet added) describes it."""
+        import keras
+
+        from inference.summary import has_dropout, model_summary
+
+        model_id = new_id()
+        key = f"models/{model_id}/model.keras"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.keras"
+            model.save(path)
+            self.ctx.store.put_file(key, path)
+        return TrainedModel(
+            id=model_id,
+            tenant=self.claim.tenant,
+            backend=keras.backend.backend(),
+            input_shape=[int(d) for d in model.inputs[0].shape[1:]],
+            has_dropout=has_dropout(model),
+            summary=model_summary(model),
+            artifact_key=key,
+            **fields,
+        )
+
+    def succeed(
+        self,
+        model: TrainedModel | None = None,
+        add: Callable[[Session], None] | None = None,
+        **values: Any,
+    ) -> str:
+        """End the job as succeeded with its model row, under the lease, in one transaction."""
+
+        def add_all(session: Session) -> None:
+            if model is not None:
+                session.add(model)
+            if add is not None:
+                add(session)
+
+        if model is not None:
+            values["model_id"] = model.id
+        if finish(self.ctx, self.job_id, self.owner, add_all, status="succeeded", **values):
+            return "succeeded"
+        if model is not None:  # another worker holds the job now: keep nothing of ours
+            self.ctx.store.delete(model.artifact_key)
+        return "lease_lost"
+
+    def stopped(self) -> str:
+        """End a job whose signal stopped it early (cancel, hand-back, lost lease)."""
+        reason = self.signal.reason
+        if reason == "released":
+            if release(self.ctx, self.job_id, self.owner):
+                requeue(self.ctx, self.job_id, self.claim.kind)
+            return "released"
+        if reason == "cancelled":
+            finish(self.ctx, self.job_id, self.owner, status="cancelled")
+            return "cancelled"
+        return "lease_lost"  # another worker holds the job: write nothing
+
+
+Runner = Callable[[JobRun], str]
+RUNNERS: dict[str, Runner] = {}
+
+
+def runs(kind: str) -> Callable[[Runner], Runner]:
+    """Register the runner of one job kind of service/jobs/kinds.py."""
+
+    def register(fn: Runner) -> Runner:
+        RUNNERS[kind] = fn
+        return fn
+
+    return register
+
+
+def run_job(ctx: WorkerContext, job_id: str, owner: str | None = None) -> str:
+    """Run one job of any kind if this worker can take its lease.
+
+    'skipped' when the job is unknown, ended, cancelled, or held by a live worker (a
+    redelivered message is harmless). A failure is always stored with a clear error.
+    """
+    from worker.jobs import kinds  # noqa: F401  (registers every kind's runner)
+
+    owner = owner or worker_id()
+    claimed = claim(ctx, job_id, owner)
+    if claimed is None:
+        return "skipped"
+    try:
+        return RUNNERS[claimed.kind](JobRun(ctx, job_id, claimed))
+    except (JobFailed, ApiError) as exc:  # ApiError: the data changed under a queued job
+        error = {"code": exc.code, "message": exc.message[:1000]}
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        error = {"code": "training_error", "message": f"{type(exc).__name__}: {str(exc)[:1000]}"}
+    finish(ctx, job_id, owner, status="failed", error=error)
+    return "failed"
