@@ -1,8 +1,16 @@
 """Exports of a stored model: a SavedModel with a plain and an MC-Dropout serving signature,
-and TFLite flatbuffers (float32, float16 or int8 weights). TensorFlow backend only.
+and TFLite flatbuffers (float32, float16 or int8 weights).
+
+Both formats are TensorFlow's, so they are written by a process on the TensorFlow backend: this
+one when it runs TensorFlow, else a child process (`python -m inference.exports`) that loads
+the .keras file (trained under any backend) with TensorFlow.
 """
 
+import argparse
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -19,12 +27,43 @@ class ExportUnavailable(Exception):
     pass
 
 
+NEEDS_TF = (
+    "SavedModel and TFLite exports need TensorFlow: pip install 'keras-training-service[tf]'."
+)
+
+
 def _tf() -> Any:
     if keras.backend.backend() != "tensorflow":
         raise ExportUnavailable("SavedModel and TFLite exports need the TensorFlow backend.")
     import tensorflow as tf
 
     return tf
+
+
+def export_file(model_path: Path, task: str, fmt: str, quantize: str | None, target: Path) -> None:
+    """Write the export of a stored .keras file, on the TensorFlow backend whatever this
+    process runs."""
+    if keras.backend.backend() == "tensorflow":
+        _export(Predictor.load(model_path, task), fmt, quantize, target)
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ExportUnavailable(NEEDS_TF)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "KTS_BACKEND": "tensorflow"}
+    command = [sys.executable, "-m", "inference.exports", str(model_path), task, fmt, str(target)]
+    if quantize:
+        command += ["--quantize", quantize]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"export failed: {done.stderr[-2000:]}")
+
+
+def _export(predictor: Predictor, fmt: str, quantize: str | None, target: Path) -> None:
+    if fmt == "saved_model":
+        saved_model_zip(predictor, target)
+    else:
+        tflite(predictor, target, quantize)
 
 
 def saved_model_zip(predictor: Predictor, target: Path) -> None:
@@ -75,3 +114,18 @@ def tflite(predictor: Predictor, target: Path, quantize: str | None) -> None:
     with tempfile.NamedTemporaryFile(delete=False, dir=target.parent) as fh:
         fh.write(converter.convert())
     shutil.move(fh.name, target)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Export a stored .keras file (TensorFlow).")
+    parser.add_argument("model_path", type=Path)
+    parser.add_argument("task")
+    parser.add_argument("format", choices=["saved_model", "tflite"])
+    parser.add_argument("target", type=Path)
+    parser.add_argument("--quantize", choices=["float16", "int8"], default=None)
+    args = parser.parse_args()
+    _export(Predictor.load(args.model_path, args.task), args.format, args.quantize, args.target)
+
+
+if __name__ == "__main__":
+    main()

@@ -27,12 +27,10 @@ def default_backend() -> str:
 
 def choose_backend(requested: str | None = None) -> str:
     """Fix this process's Keras backend (before Keras is imported) and return its name."""
-    name = (
-        requested
-        or os.environ.get("KTS_BACKEND")
-        or os.environ.get("KERAS_BACKEND")
-        or default_backend()
-    )
+    explicit = requested or os.environ.get("KTS_BACKEND")
+    if not explicit and "keras" in sys.modules:  # imported already: its backend is the one
+        return str(sys.modules["keras"].backend.backend())
+    name = explicit or os.environ.get("KERAS_BACKEND") or default_backend()
     if name not in BACKENDS:
         raise BackendUnavailable(f"Expected KTS_BACKEND in {BACKENDS}. Received: {name!r}")
     module = "jax" if name == "jax" else "tensorflow"

@@ -26,13 +26,12 @@ from keras import ops
 from inference import custom_objects  # noqa: F401  (registered before a model loads)
 from inference.runtime import init_keras
 from inference.statistics import summarise
+from inference.summary import MC_SAMPLED
 
 # floats per compiled MC call (64 MB of float32): bounds memory on large requests
 CHUNK_VALUES = 16_000_000
 PREDICT_ROWS = 4096  # rows per compiled plain call at most
 MAX_COMPILED = 64  # compiled JAX functions kept per model (least recently used dropped)
-# layers that MC Dropout samples; GaussianNoise is a training-only regulariser and is not
-SAMPLED = (keras.layers.Dropout, keras.layers.AlphaDropout, keras.layers.GaussianDropout)
 _ALPHA_P = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946  # SELU's
 
 
@@ -205,7 +204,7 @@ class Predictor:
         input_shape = tuple(model.inputs[0].shape[1:])
         input_width = max(1, math.prod(d or 1 for d in input_shape))
         self._widest = max([input_width, *(_width(layer) for layer in layers)])
-        first = next((i for i, layer in enumerate(layers) if isinstance(layer, SAMPLED)), None)
+        first = next((i for i, layer in enumerate(layers) if isinstance(layer, MC_SAMPLED)), None)
         self.prefix: keras.Model | None = None
         self.sampler: keras.Model | None = None
         self.mc_layers: list[keras.layers.Layer] = []

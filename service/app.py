@@ -12,6 +12,7 @@ from service.jobs import endpoints as jobs
 from service.models import endpoints as models
 from service.queue import make_celery
 from service.settings import Settings, get_settings
+from service.workers import endpoints as workers
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,6 +30,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.require_auth = settings.require_auth is not False
     install_error_handlers(app)
-    for module in (health, datasets, jobs, models, batch_predictions):
+    for module in (health, datasets, jobs, models, batch_predictions, workers):
         app.include_router(module.router)
     return app

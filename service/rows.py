@@ -92,6 +92,8 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     release_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "compiled" (one jitted function per epoch, JAX) or "fit" (Keras fit), set when it runs
+    engine: Mapped[str | None] = mapped_column(String(20), nullable=True)
 
 
 class JobDiagnostics(Base):
@@ -169,3 +171,16 @@ class BatchPrediction(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     results_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Worker(Base):
+    """A worker process (one per device on GPU hosts): what it runs on, when it was last seen."""
+
+    __tablename__ = "workers"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(200), unique=True)
+    backend: Mapped[str] = mapped_column(String(20))
+    devices: Mapped[list[str]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

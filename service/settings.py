@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,17 @@ class Settings(BaseSettings):
         2 * 1024**3,
         description="Memory budget of the loaded-model cache (weights x 3 for the MC clone and "
         "compiled functions); least recently used models are evicted past it.",
+    )
+
+    backend: Literal["jax", "tensorflow"] | None = Field(
+        None,
+        description="Keras backend of workers and of the API's prediction path; default: JAX "
+        "where installed, else TensorFlow (KERAS_BACKEND, when set, also decides).",
+    )
+    device_memory_budget_bytes: int = Field(
+        1 << 30,
+        description="Training rows up to this size are placed on the device once per job; "
+        "larger data is fed to the compiled epoch in chunks of this size.",
     )
 
     def resolved_database_url(self) -> str:

@@ -2,14 +2,16 @@
 
 import copy
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from service.app import create_app
 from service.artifacts import ArtifactStore
@@ -21,6 +23,79 @@ PG_ADMIN_URL = os.environ.get(
     "KTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("KTS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+# --- Gating of the `postgres`-marked tests (they need PostgreSQL and Redis) -------------------
+
+
+def _servers() -> list[tuple[str, str, int]]:
+    pg = make_url(PG_ADMIN_URL)
+    redis = urlsplit(REDIS_URL)
+    return [
+        ("PostgreSQL", pg.host or "127.0.0.1", pg.port or 5432),
+        ("Redis", redis.hostname or "127.0.0.1", redis.port or 6379),
+    ]
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _missing_servers() -> str | None:
+    """One line naming the servers that do not answer, or None when all do."""
+    down = [
+        f"{name} on {host}:{port}" for name, host, port in _servers() if not _reachable(host, port)
+    ]
+    if not down:
+        return None
+    them = "them" if len(down) > 1 else "it"
+    return f"{' and '.join(down)} not reachable: start {them} or run .ci/run"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+_SKIPPED_LINE = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that takes a fresh PostgreSQL database is a `postgres` test, marked or not."""
+    for item in items:
+        if "pg_url" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "postgres"
+        ):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselection: only selected tests count
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Skip the `postgres` tests when their servers are down; under CI=true, fail instead."""
+    needing = [item for item in session.items if item.get_closest_marker("postgres")]
+    if not needing:
+        return
+    missing = _missing_servers()  # checked once per session
+    if missing is None:
+        return
+    tests = f"{len(needing)} postgres test{'' if len(needing) == 1 else 's'}"
+    if _in_ci():
+        pytest.exit(f"CI=true and {tests} selected, but {missing}", returncode=1)
+    skip = pytest.mark.skip(reason=missing)
+    for item in needing:
+        item.add_marker(skip)
+    session.config.stash[_SKIPPED_LINE] = f"{tests} skipped: {missing}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    line = config.stash.get(_SKIPPED_LINE, None)
+    if line:
+        terminalreporter.write_line(line, yellow=True)
+
 
 BASE_SPEC: dict[str, Any] = {
     "name": "digits-mlp",

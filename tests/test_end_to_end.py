@@ -145,6 +145,9 @@ def full_flow(base: str) -> None:
         (x["name"], x["class_name"], x["output_shape"], x["params"]) for x in stored["layers"]
     ] == [(x["name"], x["class_name"], x["output_shape"], x["params"]) for x in planned["layers"]]
     assert model["base_model_id"] is None and model["uncertainty"]["mc_samples"] == 100
+    workers = httpx.get(f"{base}/v1/workers").json()["items"]
+    assert workers and all(w["devices"] and w["backend"] == model["backend"] for w in workers)
+    assert job["engine"] in ("compiled", "fit")
 
     art = httpx.get(f"{base}/v1/models/{job['model_id']}/artifact")
     assert art.status_code == 200

@@ -33,10 +33,12 @@ def _init_process(**_kwargs: object) -> None:
 def _reconcile_forever(stop: threading.Event) -> None:
     from worker.context import worker_context
     from worker.jobs.reconcile import reconcile
+    from worker.presence import touch
 
     ctx = worker_context()
     while not stop.wait(ctx.settings.reconcile_seconds):
         try:
+            touch(ctx, _node.get("name", ""))
             counts = reconcile(ctx)
             if any(counts.values()):
                 log.info("reconciler: %s", counts)

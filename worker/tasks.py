@@ -2,6 +2,7 @@
 take ids and re-read state from the database (a redelivered message for a taken job does
 nothing)."""
 
+import logging
 from typing import Any
 
 from inference.runtime import init_keras
@@ -10,12 +11,20 @@ from worker.celery_app import app
 from worker.context import worker_context
 from worker.jobs.lease import worker_id
 from worker.jobs.lifecycle import run_job
+from worker.presence import announce
+
+log = logging.getLogger(__name__)
 
 
 def run(self: Any, job_id: str) -> str:
     """Run the job with this id, whatever its kind."""
     init_keras()
-    return run_job(worker_context(), job_id, worker_id(self.request.hostname))
+    ctx, owner = worker_context(), worker_id(self.request.hostname)
+    try:
+        announce(ctx, owner)
+    except Exception:  # presence is advisory: never let it stop a job
+        log.warning("could not announce worker %s", owner, exc_info=True)
+    return run_job(ctx, job_id, owner)
 
 
 TASKS = {

@@ -64,11 +64,11 @@ def save_arrays(store: ArtifactStore, prefix: str, arrays: Arrays) -> None:
 
 def row_count(store: ArtifactStore, prefix: str) -> int:
     with open(store.path(f"{prefix}/X.npy"), "rb") as fh:
-        shape, _, _ = _npy_header(fh)
+        shape, _, _ = npy_header(fh)
     return int(shape[0])
 
 
-def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+def npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     version = np.lib.format.read_magic(fh)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(fh)  # type: ignore[no-any-return]
@@ -79,7 +79,7 @@ def iter_rows(store: ArtifactStore, prefix: str, chunk_rows: int) -> Iterator[np
     """X in chunks of rows, read from the file (not memory-mapped): memory stays bounded by
     the chunk whatever the data set's size."""
     with open(store.path(f"{prefix}/X.npy"), "rb") as fh:
-        shape, fortran, dtype = _npy_header(fh)
+        shape, fortran, dtype = npy_header(fh)
         if fortran:
             raise ValueError("expected a C-ordered array")
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize

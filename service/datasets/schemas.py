@@ -19,13 +19,4 @@ class DatasetRead(BaseModel):
 
     @classmethod
     def of(cls, row: Dataset) -> "DatasetRead":
-        return cls(
-            id=row.id,
-            name=row.name,
-            n_samples=row.n_samples,
-            input_shape=row.input_shape,
-            n_classes=row.n_classes,
-            task=row.task,
-            class_names=row.class_names,
-            created_at=row.created_at,
-        )
+        return cls.model_validate(row, from_attributes=True)

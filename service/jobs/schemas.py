@@ -32,6 +32,7 @@ class JobRead(BaseModel):
     resumed_from_epoch: int | None
     warnings: list[dict[str, Any]]
     spec_version: int
+    engine: str | None
     spec: dict[str, Any]
 
     @classmethod
@@ -53,6 +54,7 @@ class JobRead(BaseModel):
             resumed_from_epoch=row.resumed_from_epoch,
             warnings=row.warnings or [],
             spec_version=row.spec_version,
+            engine=row.engine,
             spec=upgraded(row) if row.kind == "train" else row.spec,
         )
 

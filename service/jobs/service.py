@@ -67,15 +67,24 @@ def plan_spec(
 ) -> tuple[ModelPlan, DatasetMeta]:
     meta, _ = dataset_meta(session, spec, tenant)
     base = base_model_row(session, spec, meta, tenant)
-    plan = plan_model(
+    return plan_within_limits(spec, meta, settings, base.summary["layers"] if base else None), meta
+
+
+def plan_within_limits(
+    spec: TrainingSpec,
+    meta: DatasetMeta,
+    settings: Settings,
+    base_layers: list[dict[str, Any]] | None = None,
+) -> ModelPlan:
+    """The spec's plan under this deployment's bounds (units, layers, epochs)."""
+    return plan_model(
         spec,
         meta,
         max_units=settings.max_units,
         max_layers=settings.max_layers,
         max_epochs=settings.max_epochs,
-        base_layers=base.summary["layers"] if base else None,
+        base_layers=base_layers,
     )
-    return plan, meta
 
 
 def spec_hash(spec: TrainingSpec) -> str:

@@ -1,10 +1,9 @@
 """Model routes: read, download and predict. Only predict loads Keras, lazily."""
 
-import json
-import math
 from typing import Annotated, Any, Literal
 
 import anyio
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
@@ -16,10 +15,11 @@ from service.errors import ErrorDetail, SpecInvalid
 from service.jobs.schemas import JobRead
 from service.models import service as models
 from service.models.compression import CompressionRequest
-from service.models.schemas import ModelRead, PredictRequest
+from service.models.schemas import ModelRead, PredictOptions, PredictRequest
 from service.queue import enqueue
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+NPY = "application/x-npy"
 
 
 @router.get("/{model_id}", response_model=ModelRead)
@@ -92,7 +92,15 @@ def optimize_model(
                     "schema": PredictRequest.model_json_schema(
                         ref_template="#/components/schemas/{model}"
                     )
-                }
+                },
+                NPY: {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "One .npy array of rows (numpy.save); the options "
+                        "(mc_samples, seed, return_samples, interval) as query parameters.",
+                    }
+                },
             },
         }
     },
@@ -101,10 +109,13 @@ async def predict(
     model_id: str, tenant: TenantDep, request: Request, settings: SettingsDep
 ) -> Response:
     """Predictions, plain or with Monte-Carlo-Dropout uncertainty."""
-    # Parsed by pydantic's JSON parser straight from the bytes: 2-3x faster than json.loads
-    # and validation on rows of hundreds of numbers.
-    try:
-        body = PredictRequest.model_validate_json(await request.body())
+    raw = await request.body()
+    is_npy = request.headers.get("content-type", "").startswith(NPY)
+    try:  # pydantic's JSON parser reads the bytes directly: no json.loads pass first
+        if is_npy:
+            options: PredictOptions = PredictOptions.model_validate(dict(request.query_params))
+        else:
+            options = PredictRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_input=False)) from None
     factory = request.app.state.session_factory
@@ -114,27 +125,22 @@ async def predict(
             return models.get_model(session, model_id, tenant)
 
     row = await anyio.to_thread.run_sync(load_row)
-    models.check_predict(row, settings, body)
 
-    def run() -> list[Any]:
-        from service.models.predictions import predict_rows  # loads Keras on first use
+    def run() -> bytes:
+        from service.models.predictions import from_npy, predict_rows, to_array
 
-        return predict_rows(request.app.state, row, body)
+        if is_npy:
+            X = from_npy(raw, row.input_shape, settings.max_instances)
+        else:
+            X = to_array(options.instances, row.input_shape)  # type: ignore[attr-defined]
+        models.check_predict(row, settings, options, len(X))
+        predictions = predict_rows(request.app.state, row, X, options)  # loads Keras once
+        content = {
+            "predictions": predictions,
+            "mc_samples": options.mc_samples,
+            "model_id": model_id,
+        }
+        # orjson writes numpy arrays directly, and NaN (no JSON value) as null
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    predictions = await anyio.to_thread.run_sync(run)
-    content = {"predictions": predictions, "mc_samples": body.mc_samples, "model_id": model_id}
-    try:
-        text = json.dumps(content, allow_nan=False)
-    except ValueError:  # a non-finite output: JSON has no NaN, so it becomes null
-        text = json.dumps(_finite_or_none(content))
-    return Response(text, media_type="application/json")
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    return value
+    return Response(await anyio.to_thread.run_sync(run), media_type="application/json")

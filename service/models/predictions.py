@@ -1,5 +1,6 @@
 """The prediction path of the API process: the one place that loads Keras, on first use."""
 
+import io
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -7,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from service.datasets.arrays import npy_header
 from service.errors import ErrorDetail, SpecInvalid
-from service.models.schemas import PredictRequest
+from service.models.schemas import PredictOptions
 from service.rows import TrainedModel
 
 _lock = threading.Lock()
@@ -46,34 +48,63 @@ def evict(cache: "OrderedDict[str, Any]", max_models: int, max_bytes: int) -> No
 
 
 def to_array(instances: list[Any], input_shape: list[int]) -> np.ndarray:
+    """JSON rows as a float32 array of the model's input shape."""
     try:
         X = np.asarray(instances, dtype=np.float32)
     except (ValueError, TypeError):
-        raise SpecInvalid(
-            [ErrorDetail(("instances",), "Expected rows of numbers of equal shape.")]
-        ) from None
-    if X.shape[1:] != tuple(input_shape):
-        raise SpecInvalid(
-            [
-                ErrorDetail(
-                    ("instances",),
-                    f"Expected rows of shape {list(input_shape)}. "
-                    f"Received: rows of shape {list(X.shape[1:])}",
-                )
-            ]
+        raise _invalid("Expected rows of numbers of equal shape.") from None
+    return checked(X, input_shape)
+
+
+def from_npy(body: bytes, input_shape: list[int], max_rows: int) -> np.ndarray:
+    """One .npy array (application/x-npy), its header checked before anything is allocated."""
+    stream = io.BytesIO(body)
+    try:
+        shape, fortran, dtype = npy_header(stream)
+    except (ValueError, OSError, EOFError):
+        raise _invalid("Expected one .npy array (numpy.save) as the body.") from None
+    if dtype.hasobject or dtype.kind not in "fiub" or not shape:
+        raise _invalid(f"Expected a numeric array of rows. Received: dtype {dtype}, shape {shape}")
+    if shape[0] > max_rows:
+        raise _invalid(f"Expected at most {max_rows} instances.")
+    if tuple(shape[1:]) != tuple(input_shape):
+        raise _invalid(f"Expected rows of shape {list(input_shape)}. Received: {list(shape)}")
+    count = int(np.prod(shape))
+    data = body[stream.tell() :]
+    if len(data) != count * dtype.itemsize:
+        raise _invalid("The .npy body is shorter or longer than its header says.")
+    X = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return checked(np.ascontiguousarray(X, dtype=np.float32), input_shape)
+
+
+def checked(X: np.ndarray, input_shape: list[int]) -> np.ndarray:
+    if X.ndim < 1 or X.shape[1:] != tuple(input_shape):
+        raise _invalid(
+            f"Expected rows of shape {list(input_shape)}. "
+            f"Received: rows of shape {list(X.shape[1:])}"
         )
+    if len(X) == 0:
+        raise _invalid("Expected at least one instance.")
     if not np.isfinite(X).all():
-        raise SpecInvalid([ErrorDetail(("instances",), "Expected finite numbers.")])
+        raise _invalid("Expected finite numbers.")
     return X
 
 
-def predict_rows(state: Any, row: TrainedModel, body: PredictRequest) -> list[Any]:
-    X = to_array(body.instances, row.input_shape)
+def _invalid(message: str) -> SpecInvalid:
+    return SpecInvalid([ErrorDetail(("instances",), message)])
+
+
+def predict_rows(state: Any, row: TrainedModel, X: np.ndarray, options: PredictOptions) -> Any:
+    """Plain outputs (rows x outputs), or one dict of MC statistics per row."""
     predictor = get_predictor(state, row)
-    if body.mc_samples == 0:
-        return predictor.predict(X).tolist()  # type: ignore[no-any-return]
-    return predictor.predict_mc(  # type: ignore[no-any-return]
-        X, body.mc_samples, body.seed, return_samples=body.return_samples, interval=body.interval
+    if options.mc_samples == 0:
+        return predictor.predict(X)
+    return predictor.predict_mc(
+        X,
+        options.mc_samples,
+        options.seed,
+        return_samples=options.return_samples,
+        interval=options.interval,
     )
 
 
@@ -82,7 +113,7 @@ _export_lock = threading.Lock()
 
 def export_path(state: Any, row: TrainedModel, fmt: str, quantize: str | None) -> Path:
     """The export file, made on first request and kept in the artifact store."""
-    from inference.exports import ExportUnavailable, saved_model_zip, tflite
+    from inference.exports import ExportUnavailable, export_file
 
     name = "saved_model.zip" if fmt == "saved_model" else f"model-{quantize or 'float32'}.tflite"
     key = f"models/{row.id}/exports/{name}"
@@ -90,13 +121,9 @@ def export_path(state: Any, row: TrainedModel, fmt: str, quantize: str | None) -
     with _export_lock:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            predictor = get_predictor(state, row)
             tmp = path.with_name(f".tmp-{name}")
             try:
-                if fmt == "saved_model":
-                    saved_model_zip(predictor, tmp)
-                else:
-                    tflite(predictor, tmp, quantize)
+                export_file(state.store.path(row.artifact_key), row.task, fmt, quantize, tmp)
             except ExportUnavailable as exc:
                 raise SpecInvalid([ErrorDetail(("format",), str(exc))]) from None
             tmp.replace(path)

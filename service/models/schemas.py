@@ -25,27 +25,14 @@ class ModelRead(BaseModel):
 
     @classmethod
     def of(cls, row: TrainedModel) -> "ModelRead":
-        return cls(
-            id=row.id,
-            job_id=row.job_id,
-            backend=row.backend,
-            created_at=row.created_at,
-            summary=row.summary,
-            metrics=row.metrics or {},
-            base_model_id=row.base_model_id,
-            uncertainty=row.uncertainty,
-            pruning=row.pruning,
-            optimization=row.optimization,
-            task=row.task,
-            n_classes=row.n_classes,
-            input_shape=row.input_shape,
-        )
+        return cls.model_validate(row, from_attributes=True)
 
 
-class PredictRequest(BaseModel):
+class PredictOptions(BaseModel):
+    """How to predict; with a binary body (application/x-npy) these come as query parameters."""
+
     model_config = ConfigDict(extra="forbid")
 
-    instances: list[Any] = Field(min_length=1, description="Rows, as TensorFlow Serving takes.")
     mc_samples: int = Field(0, ge=0, description="Monte-Carlo-Dropout samples; 0 = plain.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Makes MC answers repeatable.")
     return_samples: bool = Field(False, description="Also return the raw draws per instance.")
@@ -56,3 +43,9 @@ class PredictRequest(BaseModel):
         allow_inf_nan=False,
         description="Regression: central interval of the MC samples (0.9: 5% and 95% quantiles).",
     )
+
+
+class PredictRequest(PredictOptions):
+    """The JSON body of /predict."""
+
+    instances: list[Any] = Field(min_length=1, description="Rows, as TensorFlow Serving takes.")

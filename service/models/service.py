@@ -8,7 +8,7 @@ from service.artifacts import ArtifactStore
 from service.errors import ErrorDetail, NotFound, SpecInvalid
 from service.jobs.service import new_job
 from service.models.compression import CompressionRequest, fold_plan, keras_layers
-from service.models.schemas import PredictRequest
+from service.models.schemas import PredictOptions
 from service.rows import Job, TrainedModel
 from service.settings import Settings
 from service.tenancy import owned
@@ -70,13 +70,15 @@ def _invalid(field: str, message: str) -> SpecInvalid:
     return SpecInvalid([ErrorDetail((field,), message)])
 
 
-def check_predict(model: TrainedModel, settings: Settings, body: PredictRequest) -> None:
+def check_predict(
+    model: TrainedModel, settings: Settings, body: PredictOptions, instances: int
+) -> None:
     """A predict request's bounds, checked before any Keras work."""
-    if len(body.instances) > settings.max_instances:
+    if instances > settings.max_instances:
         raise _invalid("instances", f"Expected at most {settings.max_instances} instances.")
     check_sampling(model, settings, body.mc_samples, body.interval, body.return_samples)
     outputs = model.n_classes or int(model.summary["layers"][-1]["output_shape"][-1] or 1)
-    if len(body.instances) * body.mc_samples * outputs > settings.max_mc_values:
+    if instances * body.mc_samples * outputs > settings.max_mc_values:
         raise _invalid(
             "mc_samples",
             f"Expected instances x mc_samples x outputs at most {settings.max_mc_values}.",

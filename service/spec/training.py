@@ -187,6 +187,12 @@ class TrainingSpec(Strict):
         None,
         description="Magnitude pruning of every dense kernel along a cubic ramp during training.",
     )
+    engine: Literal["auto", "compiled", "fit"] = Field(
+        "auto",
+        description="How epochs run: compiled (each epoch one jitted function over "
+        "device-resident data; JAX backend), fit (Keras fit), or auto (compiled where the "
+        "worker runs JAX). The job records which ran.",
+    )
 
     @model_validator(mode="before")
     @classmethod

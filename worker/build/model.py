@@ -12,7 +12,6 @@ from worker.build.losses import keras_loss, keras_metrics
 from worker.build.optimizers import build_optimizer
 
 
-
 def adapted_normalization(X_train: np.ndarray) -> keras.layers.Normalization:
     """Per-feature standardisation fitted on the training rows.
 

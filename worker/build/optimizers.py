@@ -21,8 +21,10 @@ def _keras_optimizer(type_name: str, cls: type[keras.optimizers.Optimizer]) -> N
     """Spec fields are the Keras constructor's own arguments: one generic builder each."""
 
     def build(spec: Any, rate: Any) -> keras.optimizers.Optimizer:
-        return cls(**spec.model_dump(exclude={"type", "learning_rate"}, exclude_none=True),
-                   learning_rate=rate)
+        return cls(
+            **spec.model_dump(exclude={"type", "learning_rate"}, exclude_none=True),
+            learning_rate=rate,
+        )
 
     OPTIMIZER_BUILDERS[type_name] = build
 

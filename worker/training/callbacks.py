@@ -16,7 +16,8 @@ def _float(value: Any) -> float | None:
 
 
 class StopAtBatchEnd(keras.callbacks.Callback):
-    """Stops `fit` at the next batch end once the signal is set or the deadline passes."""
+    """Stops training at the next batch end (Keras fit) or epoch end (compiled epochs) once
+    the signal is set or the deadline passes."""
 
     def __init__(self, signal: StopSignal, deadline: float | None) -> None:
         super().__init__()
@@ -28,6 +29,9 @@ class StopAtBatchEnd(keras.callbacks.Callback):
             self.signal.set("timeout")
         if self.signal.event.is_set():
             self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self.on_train_batch_end(-1)  # compiled epochs call no batch hooks: check at epoch end
 
 
 class EpochRecorder(keras.callbacks.Callback):

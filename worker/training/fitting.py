@@ -38,6 +38,25 @@ PROBE_ROWS = 256  # rows of the fixed batch that gradient health is measured on
 History = dict[str, list[float | None]]
 
 
+COMPILED_NEEDS_JAX = (
+    "The compiled epoch needs the JAX backend and this worker runs {backend}: the job was "
+    "trained with Keras fit."
+)
+
+
+def choose_engine(asked: str) -> tuple[str, dict[str, Any] | None]:
+    """The engine a job runs on here, and a warning when it is not the one asked for."""
+    backend = keras.backend.backend()
+    if asked == "fit":
+        return "fit", None
+    if backend == "jax":
+        return "compiled", None
+    if asked == "compiled":
+        message = COMPILED_NEEDS_JAX.format(backend=backend)
+        return "fit", {"code": "engine_fallback", "message": message}
+    return "fit", None
+
+
 def phases(spec: TrainingSpec) -> list[Phase]:
     return list(spec.phases) if spec.phases else [Phase(epochs=spec.epochs)]
 
@@ -64,6 +83,7 @@ class Fitting:
         if resume is not None:
             restore_callbacks(resume, self.early_stopping, self.pruning)
         self.callbacks = self._callbacks()
+        self.engine, self.engine_warning = choose_engine(job.spec.engine)
 
     def _early_stopping(self) -> ResumableEarlyStopping | None:
         es = self.job.spec.early_stopping
@@ -127,19 +147,45 @@ class Fitting:
         if plateau is not None and mid_phase and self.resume and "plateau" in self.resume:
             plateau.resume = self.resume["plateau"]
         saver = EpochCheckpoint(lambda epoch, pl=plateau: self.save_checkpoint(epoch, pl))
-        self.model.fit(
+        callbacks = [*self.callbacks, *([plateau] if plateau else []), saver]
+        first = max(epochs_done, self.resume_epoch)
+        if self.engine == "compiled":
+            self._fit_compiled(first, phase_end, callbacks)
+        else:
+            self.model.fit(
+                job.X_train,
+                job.y_train,
+                validation_data=(job.X_val, job.y_val) if job.has_validation else None,
+                initial_epoch=first,
+                epochs=phase_end,
+                batch_size=job.spec.batch_size,
+                shuffle=True,
+                verbose=0,
+                callbacks=callbacks,
+            )
+        if self.run.signal.reason == "released":  # graceful stop: keep this epoch's progress
+            self.save_checkpoint(len(self.history.get("loss", [])), plateau, batches=1)
+
+    def _fit_compiled(
+        self, first: int, phase_end: int, callbacks: list[keras.callbacks.Callback]
+    ) -> None:
+        from worker.training.compiled import fit_compiled
+
+        job, pruning = self.job, self.pruning
+        steps = job.steps_per_epoch
+        fit_compiled(
+            self.model,
             job.X_train,
             job.y_train,
             validation_data=(job.X_val, job.y_val) if job.has_validation else None,
-            initial_epoch=max(epochs_done, self.resume_epoch),
+            initial_epoch=first,
             epochs=phase_end,
             batch_size=job.spec.batch_size,
-            shuffle=True,
-            verbose=0,
-            callbacks=[*self.callbacks, *([plateau] if plateau else []), saver],
+            seed=job.seed,
+            callbacks=callbacks,
+            step_masks=(lambda _epoch: pruning.epoch_masks(steps)) if pruning else None,
+            device_budget_bytes=self.run.ctx.settings.device_memory_budget_bytes,
         )
-        if self.run.signal.reason == "released":  # graceful stop: keep this epoch's progress
-            self.save_checkpoint(len(self.history.get("loss", [])), plateau, batches=1)
 
     def _compile_phase(self, phase: Phase, phase_spec: TrainingSpec, epochs_done: int) -> None:
         """A new optimizer and a compile for the phase, continuing the job's step count."""
@@ -207,13 +253,21 @@ class Fitting:
             log.warning("could not write diagnostics of job %s", self.run.job_id, exc_info=True)
 
 
-def start_attempt(run: JobRun, resumed_from: int | None, history: History) -> None:
+def start_attempt(
+    run: JobRun, resumed_from: int | None, history: History, fitting: Fitting
+) -> None:
+    """Record the attempt's start: its engine, and a clean slate unless it resumes."""
     with run.ctx.session_factory() as session:
-        values: dict[str, Any] = {"epoch": len(history.get("loss", [])), "history": history}
+        values: dict[str, Any] = {
+            "epoch": len(history.get("loss", [])),
+            "history": history,
+            "engine": fitting.engine,
+        }
         if resumed_from is not None:
             values["resumed_from_epoch"] = resumed_from
         else:
-            values["warnings"] = []
+            warning = fitting.engine_warning
+            values["warnings"] = [warning] if warning else []
             session.execute(delete(JobDiagnostics).where(JobDiagnostics.job_id == run.job_id))
         session.execute(
             update(Job).where(Job.id == run.job_id, Job.lease_owner == run.owner).values(**values)

@@ -102,5 +102,17 @@ class MagnitudePruning(keras.callbacks.Callback):
             self._recompute(sparsity)
         self._apply()
 
+    def epoch_masks(self, steps: int) -> dict[str, Any] | None:
+        """Compiled epochs (no batch hooks): the masks for the sparsity the ramp reaches at the
+        epoch's last step, applied after every step of the epoch by the compiled function."""
+        self.step += steps
+        sparsity = self.sparsity_at(self.step)
+        if sparsity > 0 and sparsity != self.mask_sparsity:
+            self._recompute(sparsity)
+        if self.masks is None:
+            return None
+        kernels = dense_kernels(self.model)
+        return {kernel.path: mask for (_, kernel), mask in zip(kernels, self.masks, strict=True)}
+
     def on_train_end(self, logs: Any = None) -> None:
         self._apply()  # after EarlyStopping may have restored earlier weights

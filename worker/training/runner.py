@@ -14,9 +14,9 @@ import numpy as np
 from inference.sampler import Predictor
 from inference.summary import has_dropout
 from service.datasets.arrays import describe
-from service.jobs.service import base_model_row
+from service.jobs.service import base_model_row, plan_within_limits
 from service.spec import TrainingSpec
-from service.spec.plan import DatasetMeta, ModelPlan, plan_model
+from service.spec.plan import DatasetMeta, ModelPlan
 from worker.build.model import build_model
 from worker.jobs.lifecycle import JobFailed, JobRun, runs
 from worker.training.checkpoint import Checkpoints
@@ -45,6 +45,7 @@ class Prepared:
     y_val: np.ndarray
     base_model: keras.Model | None
     started: float
+    split_seed: int
 
     @property
     def has_validation(self) -> bool:
@@ -53,6 +54,11 @@ class Prepared:
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.X_train) / self.spec.batch_size)
+
+    @property
+    def seed(self) -> int:
+        """Shuffling and dropout draws of the compiled engine: the spec's, else the job's."""
+        return self.spec.seed if self.spec.seed is not None else self.split_seed
 
     @property
     def deadline(self) -> float | None:
@@ -89,15 +95,7 @@ def prepare(run: JobRun) -> Prepared:
         base_model = keras.saving.load_model(
             ctx.store.path(base_key), compile=False, safe_mode=True
         )
-    s = ctx.settings
-    plan = plan_model(
-        spec,
-        meta,
-        max_units=s.max_units,
-        max_layers=s.max_layers,
-        max_epochs=s.max_epochs,
-        base_layers=base_layers,
-    )
+    plan = plan_within_limits(spec, meta, ctx.settings, base_layers)
     spec = plan.spec
     # one split per job, also across a resume when the spec gives no seed
     split_seed = spec.seed if spec.seed is not None else int(run.job_id[:8], 16)
@@ -107,7 +105,7 @@ def prepare(run: JobRun) -> Prepared:
     y_all = targets(arrays.y, plan.loss, meta.n_classes)
     return Prepared(
         spec, plan, meta, arrays.X[train_idx], y_all[train_idx], arrays.X[val_idx],
-        y_all[val_idx], base_model, started,
+        y_all[val_idx], base_model, started, split_seed,
     )  # fmt: skip
 
 
@@ -124,8 +122,9 @@ def build_or_resume(run: JobRun, job: Prepared, checkpoints: Checkpoints) -> Fit
     else:
         model = checkpoints.load_model(resume)
         history = {k: list(v) for k, v in resume["history"].items()}
-    start_attempt(run, None if resume is None else int(resume["epoch"]), history)
-    return Fitting(run, job, model, history, resume, checkpoints)
+    fitting = Fitting(run, job, model, history, resume, checkpoints)
+    start_attempt(run, None if resume is None else int(resume["epoch"]), history, fitting)
+    return fitting
 
 
 def end_early(run: JobRun, job: Prepared, fitting: Fitting) -> str:
