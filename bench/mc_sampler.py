@@ -60,7 +60,7 @@ def main() -> None:
     model = predictor.model
     rng = np.random.default_rng(0)
     print(f"backend {keras.backend.backend()}, {SAMPLES} samples, p50 / p90 ms")
-    print(f"| what | rows | p50 ms | p90 ms | first call ms |")
+    print("| what | rows | p50 ms | p90 ms | first call ms |")
     print("| --- | --- | --- | --- | --- |")
     for rows in (1, 256):
         X = rng.random((rows, 784), dtype=np.float32)

@@ -16,6 +16,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +271,7 @@ class Predictor:
             part = X[start : start + step]
             bucket = _pow2_at_least(len(part))
             fn = self._function(
-                ("predict", bucket), lambda: _jax_predict(self.model, self._count_trace)
+                ("predict", bucket), partial(_jax_predict, self.model, self._count_trace)
             )
             padded = np.zeros((bucket, *X.shape[1:]), X.dtype)
             padded[: len(part)] = part
@@ -285,6 +286,9 @@ class Predictor:
             raise ValueError("the model has no dropout layer")
         if n < 1:
             raise ValueError(f"Expected n >= 1. Received: n={n}")
+        if len(X) == 0:
+            width = math.prod(d or 1 for d in self.sampler.outputs[0].shape[1:])
+            return np.zeros((n, 0, width), np.float32)
         return self._sample_jax(X, n, seed) if _jax() else self._sample_tf(X, n, seed)
 
     def _sample_jax(self, X: np.ndarray, n: int, seed: int | None) -> np.ndarray:
@@ -294,8 +298,9 @@ class Predictor:
         key_words = _key_words(seed)
         budget = max(1, CHUNK_VALUES // self._tail_width)  # row-samples per call
         n_bucket = _samples_bucket(n)
-        if n_bucket <= budget:
-            row_step, sample_step = _pow2_at_most(budget // n_bucket), n_bucket
+        if n_bucket <= budget:  # the prefix's activations count too
+            rows_fit = min(budget // n_bucket, CHUNK_VALUES // self._widest)
+            row_step, sample_step = _pow2_at_most(rows_fit), n_bucket
         else:  # a very large n: one row at a time, the samples in chunks
             row_step, sample_step = 1, _pow2_at_most(budget)
         prefix_vars = _values(prefix) if prefix is not None else None
@@ -310,8 +315,8 @@ class Predictor:
                 count = min(sample_step, _samples_bucket(n - first))
                 fn = self._function(
                     ("sample", rows, count),
-                    lambda count=count: _jax_sample(
-                        prefix, sampler, self._seed_slots, count, self._count_trace
+                    partial(
+                        _jax_sample, prefix, sampler, self._seed_slots, count, self._count_trace
                     ),
                 )
                 offsets = np.array([start, first], dtype=np.int32)
@@ -320,9 +325,7 @@ class Predictor:
                     out = np.empty((n, len(X), draws.shape[-1]), draws.dtype)
                 taken = min(count, n - first)
                 out[first : first + taken, start : start + len(part)] = draws[:taken, : len(part)]
-        if out is None:  # no rows
-            width = math.prod(d or 1 for d in sampler.outputs[0].shape[1:])
-            return np.empty((n, 0, width), np.float32)
+        assert out is not None
         return out
 
     def _seed(self, seed: int | None) -> None:

@@ -116,9 +116,56 @@ def worker(args: argparse.Namespace) -> int:
     command = _worker_command(
         args.queues or settings.queue, args.pool, args.concurrency, args.loglevel
     )
+    gpus = gpu_plan(args.gpus)
+    if isinstance(gpus, str):  # what is missing for --gpus
+        print(f"kts: {gpus}", file=sys.stderr)
+        return 2
+    if gpus:
+        return _gpu_workers(command, gpus, args.hostname)
     if args.hostname:
         command += ["-n", args.hostname]
     os.execv(sys.executable, command)
+
+
+def gpu_plan(asked: str | None) -> list[str] | str:
+    """The GPUs to run one worker child on each: [] for a CPU worker, or what is missing."""
+    from service.devices import gpu_extra_installed, visible_gpus
+
+    found = visible_gpus()
+    if asked is None:  # default: every GPU of a GPU host that has the gpu extra
+        return found if found and gpu_extra_installed() else []
+    if asked == "none":
+        return []
+    if not found:
+        return "--gpus: this host has no NVIDIA GPU (nvidia-smi lists none); start a CPU worker."
+    if not gpu_extra_installed():
+        return "--gpus: JAX's CUDA plugin is missing: pip install 'keras-training-service[gpu]'."
+    wanted = found if asked == "all" else [g.strip() for g in asked.split(",") if g.strip()]
+    unknown = [g for g in wanted if g not in found]
+    if unknown:
+        return f"--gpus: no GPU {', '.join(unknown)} on this host (it has {', '.join(found)})."
+    return wanted
+
+
+def _gpu_workers(command: list[str], gpus: list[str], hostname: str | None) -> int:
+    """One Celery worker per GPU, each pinned (CUDA_VISIBLE_DEVICES) before any backend
+    import, so two jobs never share a device; SIGTERM and SIGINT are passed on to all."""
+    children = []
+    for gpu in gpus:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "KTS_BACKEND": "jax"}
+        name = f"gpu{gpu}@{hostname or '%h'}"
+        child = [*command, "-n", name]
+        child = [c for c in child if not c.startswith("--concurrency=")] + ["--concurrency=1"]
+        children.append(subprocess.Popen(child, env=env))
+        print(f"kts: worker {name} on GPU {gpu} (pid {children[-1].pid})", flush=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in children:
+            proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(proc.wait() for proc in children)
 
 
 def migrate(_args: argparse.Namespace) -> int:
@@ -175,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     p.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
     p.add_argument("--hostname", default=None, help="Celery node name, e.g. gpu0@%%h")
+    p.add_argument(
+        "--gpus",
+        default=None,
+        help="GPUs to train on, one worker process each: 0,1 | all | none "
+        "(default: all on a host with NVIDIA GPUs and the gpu extra)",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=worker)
 

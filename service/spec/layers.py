@@ -7,7 +7,7 @@ worker/build/layers.py. tests/test_layer_registry.py fails when the two disagree
 """
 
 import math
-from typing import Annotated, Any, ClassVar, Literal, Self, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, Union, get_args
 
 from pydantic import Field, model_validator
 
@@ -277,9 +277,10 @@ class RReLU(_Elementwise):
         return self
 
 
-# Built from the registry, so that a registered class is a valid `type` without a second edit.
-LayerSpec = Annotated[
-    Union[tuple(LAYER_TYPES.values())],  # type: ignore[valid-type]  # noqa: UP007
-    Field(discriminator="type"),
-]
+# Built from the registry, so that a registered class is a valid `type` without a second edit
+# (type checkers see the common base class).
+if TYPE_CHECKING:
+    LayerSpec = LayerBase
+else:
+    LayerSpec = Annotated[Union[tuple(LAYER_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
 MC_SAMPLED_TYPES = tuple(name for name, cls in LAYER_TYPES.items() if cls.mc_sampled)

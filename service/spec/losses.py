@@ -4,7 +4,7 @@ The worker's builders for them are in worker/build/losses.py, registered under t
 tests/test_layer_registry.py checks both registries agree.
 """
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 
@@ -26,5 +26,9 @@ METRIC_TASKS: dict[str, tuple[str, ...]] = {
     "rmse": (CLASSIFICATION, REGRESSION),
 }
 
-LossName = Literal[tuple(LOSS_TASKS)]  # type: ignore[valid-type]
-MetricName = Literal[tuple(METRIC_TASKS)]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    LossName = str
+    MetricName = str
+else:  # the registries above are the one list of names
+    LossName = Literal[tuple(LOSS_TASKS)]
+    MetricName = Literal[tuple(METRIC_TASKS)]

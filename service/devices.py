@@ -1,0 +1,26 @@
+"""What accelerators this host has, found without importing a Keras backend (the `kts`
+command decides how many worker processes to start before any of them imports one)."""
+
+import importlib.util
+import re
+import shutil
+import subprocess
+
+CUDA_PLUGINS = ("jax_cuda13_plugin", "jax_cuda12_plugin")
+
+
+def visible_gpus() -> list[str]:
+    """Indexes of the NVIDIA GPUs nvidia-smi lists (those the container was given)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return re.findall(r"^GPU (\d+):", listing, flags=re.MULTILINE)
+
+
+def gpu_extra_installed() -> bool:
+    return any(importlib.util.find_spec(name) is not None for name in CUDA_PLUGINS)
