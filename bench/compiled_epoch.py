@@ -115,17 +115,19 @@ def main() -> None:
     )
 
     for name, timer in (("fit", fit_timer), ("fit_compiled", compiled_timer)):
-        epochs = ", ".join(f"{s:.3f}" for s in timer.seconds)
+        seconds = ", ".join(f"{s:.3f}" for s in timer.seconds)
+        cpu = ", ".join(f"{s:.3f}" for s in timer.cpu_seconds)
+        losses = ", ".join(f"{v:.4f}" for v in timer.losses)
+        print(f"{name:>12}: wall {seconds} s; cpu {cpu} s; losses {losses}")
+    for what in ("seconds", "cpu_seconds"):
+        fit_s = after_warm_up(getattr(fit_timer, what))
+        compiled_s = after_warm_up(getattr(compiled_timer, what))
         print(
-            f"{name:>12}: epochs {epochs} s; losses {', '.join(f'{v:.4f}' for v in timer.losses)}"
+            f"{what}/epoch after warm-up (median): fit {fit_s:.3f}, "
+            f"fit_compiled {compiled_s:.3f}, ratio fit / fit_compiled {fit_s / compiled_s:.2f}x"
         )
-    fit_s = statistics.median(fit_timer.seconds[1:] or fit_timer.seconds)
-    compiled_s = statistics.median(compiled_timer.seconds[1:] or compiled_timer.seconds)
-    print(f"seconds/epoch after warm-up (median): fit {fit_s:.3f}, fit_compiled {compiled_s:.3f}")
-    print(f"ratio fit / fit_compiled: {fit_s / compiled_s:.2f}x")
-    print(
-        f"final loss: fit {fit_timer.losses[-1]:.4f}, fit_compiled {compiled_timer.losses[-1]:.4f}"
-    )
+    fit_loss, compiled_loss = fit_timer.losses[-1], compiled_timer.losses[-1]
+    print(f"final loss: fit {fit_loss:.4f}, fit_compiled {compiled_loss:.4f}")
 
 
 if __name__ == "__main__":

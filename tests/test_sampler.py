@@ -90,8 +90,14 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def load(saved: dict[str, Path], name: str) -> Predictor:
-    return Predictor.load(saved[name], MODELS[name][1])
+_loaded: dict[Path, Predictor] = {}
+
+
+def load(saved: dict[str, Path], name: str, fresh: bool = False) -> Predictor:
+    """The stored model's predictor, shared by the tests (compiling is most of their time)."""
+    if fresh or saved[name] not in _loaded:
+        _loaded[saved[name]] = Predictor.load(saved[name], MODELS[name][1])
+    return _loaded[saved[name]]
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -149,7 +155,7 @@ def test_chunked_requests_keep_their_shape(
 
 
 def test_batch_norm_statistics_never_change(saved: dict[str, Path]) -> None:
-    p = load(saved, "batch_norm")
+    p = load(saved, "batch_norm", fresh=True)
     bn = p.model.layers[1]
     before = [np.array(w) for w in bn.get_weights()]
     X = _x(1)
@@ -227,7 +233,7 @@ def test_predict_mc_answers(saved: dict[str, Path]) -> None:
 
 @pytest.mark.skipif(not JAX, reason="compiled functions are counted under JAX")
 def test_batch_size_buckets_bound_the_compilations(saved: dict[str, Path]) -> None:
-    p = load(saved, "batch_norm")
+    p = load(saved, "batch_norm", fresh=True)
     assert p.compiled_count == 0
     for rows in (3, 5, 3):
         p.sample(_x(rows), 40, seed=0)
