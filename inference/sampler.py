@@ -129,11 +129,20 @@ def _samples_bucket(n: int) -> int:
     return -(-n >> shift) << shift
 
 
-def _key_words(seed: int | None) -> np.ndarray:
+def _seed_words(seed: int | None) -> list[int]:
+    """The seed (random when None) as the two 32-bit words of a threefry key."""
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "little")
     seed %= 2**64
-    return np.array([seed >> 32, seed & 0xFFFFFFFF], dtype=np.uint32)
+    return [seed >> 32, seed & 0xFFFFFFFF]
+
+
+def _padded(part: np.ndarray, rows: int) -> np.ndarray:
+    if len(part) == rows:
+        return part
+    padded = np.zeros((rows, *part.shape[1:]), part.dtype)
+    padded[: len(part)] = part
+    return padded
 
 
 def _values(model: keras.Model) -> tuple[list[Any], list[Any]]:
@@ -170,12 +179,13 @@ def _jax_sample(
     import jax
     import jax.numpy as jnp
 
-    def run(prefix_vars: Any, tail_vars: Any, x: Any, key_words: Any, offsets: Any) -> Any:
+    def run(prefix_vars: Any, tail_vars: Any, x: Any, words: Any) -> Any:
+        # words: the key's two words, the chunk's first row and its first sample
         traced()
         h = prefix.stateless_call(*prefix_vars, x, training=False)[0] if prefix else x
-        key = jax.random.wrap_key_data(key_words, impl="threefry2x32")
+        key = jax.random.wrap_key_data(words[:2], impl="threefry2x32")
         trainable, non_trainable = tail_vars
-        streams = offsets[1] * len(seed_slots) + jnp.arange(len(seed_slots))
+        streams = words[3] * len(seed_slots) + jnp.arange(len(seed_slots), dtype=jnp.uint32)
 
         def one_row(h_row: Any, row: Any) -> Any:
             row_key = jax.random.fold_in(key, row)
@@ -186,7 +196,7 @@ def _jax_sample(
             tiled = jnp.broadcast_to(h_row[None], (n, *h_row.shape))
             return tail.stateless_call(trainable, states, tiled, training=False)[0].reshape(n, -1)
 
-        rows = offsets[0] + jnp.arange(h.shape[0])
+        rows = words[2] + jnp.arange(h.shape[0], dtype=jnp.uint32)
         return jnp.swapaxes(jax.vmap(one_row)(h, rows), 0, 1)
 
     return jax.jit(run)  # type: ignore[no-any-return]
@@ -273,9 +283,7 @@ class Predictor:
             fn = self._function(
                 ("predict", bucket), partial(_jax_predict, self.model, self._count_trace)
             )
-            padded = np.zeros((bucket, *X.shape[1:]), X.dtype)
-            padded[: len(part)] = part
-            parts.append(np.asarray(fn(variables, padded))[: len(part)])
+            parts.append(np.asarray(fn(variables, _padded(part, bucket)))[: len(part)])
         if not parts:  # no rows
             return np.zeros((0, *self.model.outputs[0].shape[1:]), np.float32)
         return np.concatenate(parts)
@@ -295,7 +303,7 @@ class Predictor:
         prefix, sampler = self.prefix, self.sampler
         assert sampler is not None
         X = np.asarray(X, dtype=self.model.inputs[0].dtype)
-        key_words = _key_words(seed)
+        seed_words = _seed_words(seed)
         budget = max(1, CHUNK_VALUES // self._tail_width)  # row-samples per call
         n_bucket = _samples_bucket(n)
         if n_bucket <= budget:  # the prefix's activations count too
@@ -309,8 +317,7 @@ class Predictor:
         for start in range(0, len(X), row_step):
             part = X[start : start + row_step]
             rows = _pow2_at_least(len(part))
-            padded = np.zeros((rows, *X.shape[1:]), X.dtype)
-            padded[: len(part)] = part
+            padded = _padded(part, rows)
             for first in range(0, n, sample_step):
                 count = min(sample_step, _samples_bucket(n - first))
                 fn = self._function(
@@ -319,8 +326,8 @@ class Predictor:
                         _jax_sample, prefix, sampler, self._seed_slots, count, self._count_trace
                     ),
                 )
-                offsets = np.array([start, first], dtype=np.int32)
-                draws = np.asarray(fn(prefix_vars, tail_vars, padded, key_words, offsets))
+                words = np.array([*seed_words, start, first], dtype=np.uint32)
+                draws = np.asarray(fn(prefix_vars, tail_vars, padded, words))
                 if out is None:
                     out = np.empty((n, len(X), draws.shape[-1]), draws.dtype)
                 taken = min(count, n - first)

@@ -117,7 +117,7 @@ def test_same_seed_same_draws_and_other_seeds_differ(saved: dict[str, Path], nam
 def test_a_row_alone_and_inside_a_batch(saved: dict[str, Path], name: str) -> None:
     p = load(saved, name)
     X = _x(7)
-    if JAX:  # masks are drawn per (row, sample): exact up to float rounding
+    if JAX:  # masks are drawn per row: exact up to float rounding
         alone, crowd = p.sample(X[:1], 50, seed=3), p.sample(X, 50, seed=3)
         assert np.abs(alone[:, 0] - crowd[:, 0]).max() < 1e-6
     else:  # one draw for the whole tiled batch: the same distribution only
@@ -258,3 +258,15 @@ def test_no_rows(saved: dict[str, Path]) -> None:
     p = load(saved, "batch_norm")
     assert p.sample(np.zeros((0, 6), "float32"), 5, seed=0).shape == (5, 0, 4)
     assert p.predict(np.zeros((0, 6), "float32")).shape == (0, 4)
+
+
+def test_concurrent_calls_match_sequential_ones(saved: dict[str, Path]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = load(saved, "batch_norm")
+    requests = [(_x(rows, seed=rows), seed) for rows, seed in [(1, 0), (3, 1), (5, 2), (2, 3)] * 2]
+    expected = [p.sample(X, 20, seed) for X, seed in requests]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda r: p.sample(r[0], 20, r[1]), requests))
+    for a, b in zip(expected, got, strict=True):
+        assert np.array_equal(a, b)

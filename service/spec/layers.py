@@ -199,7 +199,9 @@ class GaussianNoise(_TrainingOnly):
     type: Literal["gaussian_noise"] = Field(
         description="Adds zero-mean Gaussian noise while training only (a regulariser)."
     )
-    stddev: FiniteFloat = Field(gt=0, le=1e6, description="Standard deviation of the noise.")
+    stddev: FiniteFloat = Field(
+        gt=0, le=1, description="Standard deviation of the noise (Keras takes at most 1)."
+    )
 
 
 @layer_type

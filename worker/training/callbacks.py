@@ -51,10 +51,15 @@ class EpochRecorder(keras.callbacks.Callback):
         self.history = history
         self.signal = signal
         self.report = report
+        self.started = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         logs = dict(logs or {})
         logs.pop("learning_rate", None)
+        logs["epoch_seconds"] = time.monotonic() - self.started
         for key, value in logs.items():
             self.history.setdefault(key, []).append(_float(value))
         lr = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)

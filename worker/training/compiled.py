@@ -10,6 +10,9 @@ kernel constraints, batch-norm updates and dropout RNG state are Keras's own cod
   validation begin/end; `model.stop_training` set by one ends training after that epoch.
 - Rows are shuffled with JAX's PRNG from `seed` (fit draws from NumPy), so batches differ.
 - Epoch logs hold Python floats (fit passes arrays for the training metrics).
+
+`step_masks(epoch)` is called after the callbacks' `on_epoch_begin`, while the model's
+variables hold the trained weights, so it may compute magnitude masks from them.
 """
 
 import math
@@ -51,15 +54,10 @@ def fit_compiled(
 ) -> None:
     """Train like `model.fit(shuffle=True, verbose=0)` with each epoch one compiled call."""
     _check(model, batch_size)
-    x, y = _host(x), _host(y)
+    train, val = _feeds(x, y, validation_data, batch_size, device_budget_bytes)
     # Build the model, its compiled loss and metrics and the optimizer the way fit does,
     # so that every variable exists before the state is read.
-    model._symbolic_build(data_batch=(x[:batch_size], y[:batch_size]))
-    train = _feed(x, y, batch_size, device_budget_bytes)
-    val = None
-    if validation_data is not None:
-        left = device_budget_bytes - (train.resident_bytes or 0)
-        val = _feed(_host(validation_data[0]), _host(validation_data[1]), batch_size, left)
+    model._symbolic_build(data_batch=(train.x[:batch_size], train.y[:batch_size]))
     fns = _Compiled(model)
     cbs = keras.callbacks.CallbackList(
         callbacks,
@@ -68,7 +66,7 @@ def fit_compiled(
         model=model,
         verbose=0,
         epochs=epochs,
-        steps=math.ceil(len(x) / batch_size),
+        steps=math.ceil(train.n / batch_size),
     )
     model.stop_training = False
     cbs.on_train_begin()
@@ -215,6 +213,26 @@ def _batches(rows: Array, batch_size: int) -> Iterator[Array]:
         yield rows[full:].reshape(1, -1)
 
 
+def _feeds(
+    x: np.ndarray,
+    y: np.ndarray,
+    validation_data: tuple[np.ndarray, np.ndarray] | None,
+    batch_size: int,
+    budget: int,
+) -> tuple[_Feed, _Feed | None]:
+    """The training and validation feeds; validation gets what training leaves of the budget."""
+    x, y = _host(x), _host(y)
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(
+            f"Expected as many rows in y as in x, at least one. Received: {len(x)=}, {len(y)=}"
+        )
+    train = _feed(x, y, batch_size, budget)
+    if validation_data is None:
+        return train, None
+    left = budget - (train.resident_bytes or 0)
+    return train, _feed(_host(validation_data[0]), _host(validation_data[1]), batch_size, left)
+
+
 def _feed(x: np.ndarray, y: np.ndarray, batch_size: int, budget: int) -> _Feed:
     def row_bytes(a: np.ndarray) -> int:
         itemsize = np.dtype(jax.dtypes.canonicalize_dtype(a.dtype)).itemsize
@@ -231,12 +249,22 @@ def _feed(x: np.ndarray, y: np.ndarray, batch_size: int, budget: int) -> _Feed:
 
 
 def _read_state(model: keras.Model) -> State:
-    return (
-        [v.value for v in model.trainable_variables],
-        [v.value for v in model.non_trainable_variables],
-        [v.value for v in model.optimizer.variables],
-        [v.value for v in model.metrics_variables],
+    groups = (
+        model.trainable_variables,
+        model.non_trainable_variables,
+        model.optimizer.variables,
+        model.metrics_variables,
     )
+    # The train scan donates its state, and one buffer donated twice is an error: a callback
+    # that assigns one variable's value to another leaves them sharing it, so copy repeats.
+    seen: set[int] = set()
+    state: State = tuple([] for _ in groups)
+    for values, variables in zip(state, groups, strict=True):
+        for variable in variables:
+            value = variable.value
+            values.append(jnp.copy(value) if id(value) in seen else value)
+            seen.add(id(value))
+    return state
 
 
 def _write(variables: list[Any], values: list[Array]) -> None:

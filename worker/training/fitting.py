@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PROBE_ROWS = 256  # rows of the fixed batch that gradient health is measured on
 History = dict[str, list[float | None]]
+NOT_METRICS = ("learning_rate", "momentum", "epoch_seconds")  # in the history, not the metrics
 
 
 COMPILED_NEEDS_JAX = (
@@ -229,7 +230,7 @@ class Fitting:
         es = self.early_stopping
         if es is not None and es.restore_best_weights and es.best_weights is not None:
             epoch = es.best_epoch
-        return {k: v[epoch] for k, v in self.history.items() if k != "learning_rate" and v}
+        return {k: v[epoch] for k, v in self.history.items() if k not in NOT_METRICS and v}
 
     def _progress(self, epoch: int, history: History) -> None:
         run = self.run
