@@ -11,6 +11,11 @@ kernel constraints, batch-norm updates and dropout RNG state are Keras's own cod
 - Rows are shuffled with JAX's PRNG from `seed` (fit draws from NumPy), so batches differ.
 - Epoch logs hold Python floats (fit passes arrays for the training metrics).
 
+Data: x and y go to the device once when they fit in `device_budget_bytes`; otherwise they
+go in chunks of whole batches, one scan each, in the same shuffled order, so chunking
+changes no step. Each jitted function compiles once per argument shape (full batches, the
+last partial batch, a shorter last chunk) and is reused by every epoch of the call.
+
 `step_masks(epoch)` is called after the callbacks' `on_epoch_begin`, while the model's
 variables hold the trained weights, so it may compute magnitude masks from them.
 """
