@@ -230,7 +230,8 @@ class Fitting:
         es = self.early_stopping
         if es is not None and es.restore_best_weights and es.best_weights is not None:
             epoch = es.best_epoch
-        return {k: v[epoch] for k, v in self.history.items() if k not in NOT_METRICS and v}
+        history = self.history.items()
+        return {k: v[epoch] for k, v in history if k not in NOT_METRICS and len(v) > max(epoch, 0)}
 
     def _progress(self, epoch: int, history: History) -> None:
         run = self.run
