@@ -13,11 +13,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, text
 
+from inference.runtime import choose_backend
 from service.app import create_app
 from service.artifacts import ArtifactStore
 from service.db import make_engine, make_session_factory, upgrade_database
 from service.settings import Settings
 from worker.context import WorkerContext
+
+# The suite runs on the service's default backend (JAX where installed; KTS_BACKEND=tensorflow
+# runs it on the other), fixed before any test module imports Keras. Subprocesses inherit it.
+BACKEND = choose_backend()
+os.environ["KTS_BACKEND"] = BACKEND
 
 PG_ADMIN_URL = os.environ.get(
     "KTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
