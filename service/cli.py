@@ -46,27 +46,10 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings()
     if _uses_data_dir(settings):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    loopback = args.host in ("localhost", "::1") or args.host.startswith("127.")
-    if settings.require_auth is False and not loopback:
-        print(
-            f"kts: refusing to serve on {args.host} without API keys: set "
-            "KTS_REQUIRE_AUTH=true (or bind to 127.0.0.1).",
-            file=sys.stderr,
-        )
+    checked = _with_auth(settings, args.host)
+    if checked is None:
         return 2
-    if settings.require_auth is None:
-        settings = settings.model_copy(update={"require_auth": not loopback})
-    if settings.require_auth:
-        print(
-            "kts: API keys required (create one with `kts keys create --tenant NAME`)", flush=True
-        )
-    else:
-        print(
-            f"kts: WARNING: no API keys required: bound to loopback ({args.host}) only; "
-            "every request acts as tenant 'default'",
-            flush=True,
-        )
-
+    settings = checked
     # Embedded: SQLite migrates itself; production runs `kts migrate` once.
     if settings.database_url is None:
         from service.db import upgrade_database
@@ -103,6 +86,31 @@ def serve(args: argparse.Namespace) -> int:
                 worker.kill()
                 worker.wait()
     return 0
+
+
+def _with_auth(settings: Settings, host: str) -> Settings | None:
+    """Keys are required off loopback; None when the settings say otherwise there."""
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    if settings.require_auth is False and not loopback:
+        print(
+            f"kts: refusing to serve on {host} without API keys: set "
+            "KTS_REQUIRE_AUTH=true (or bind to 127.0.0.1).",
+            file=sys.stderr,
+        )
+        return None
+    if settings.require_auth is None:
+        settings = settings.model_copy(update={"require_auth": not loopback})
+    if settings.require_auth:
+        print(
+            "kts: API keys required (create one with `kts keys create --tenant NAME`)", flush=True
+        )
+    else:
+        print(
+            f"kts: WARNING: no API keys required: bound to loopback ({host}) only; "
+            "every request acts as tenant 'default'",
+            flush=True,
+        )
+    return settings
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
