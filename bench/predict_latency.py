@@ -31,7 +31,14 @@ import orjson  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train_backends import kts_serve, load_average, log_problems, machine, wait_job  # noqa: E402
+from train_backends import (  # noqa: E402
+    kts_serve,
+    load_average,
+    log_problems,
+    machine,
+    print_log_problems,
+    wait_job,
+)
 
 SPEC_LAYERS = [
     {"type": "dense", "units": 300, "activation": "relu", "kernel_initializer": "he_normal"},
@@ -81,11 +88,12 @@ def http_latency(
     client: httpx.Client, url: str, X: np.ndarray, mc: int, body: str, n: int, warm: int
 ) -> tuple[tuple[float, float], Any]:
     content, headers, params = request_body(X, mc, body)
-    first = None
+    first: Any = None
     for _ in range(warm):  # load, trace, compile this size's bucket
         r = client.post(url, content=content, headers=headers, params=params)
         assert r.status_code == 200, r.text[:500]
         first = first or r.json()
+    assert len(first["predictions"]) == len(X), first
     times = []
     for _ in range(n):
         started = time.perf_counter()
@@ -175,12 +183,17 @@ def main() -> None:
     X, y = random_rows(2000)
     buf = io.BytesIO()
     np.savez(buf, X=X, y=y)
-    cases = [(kind, n_rows, body) for kind, n_rows in (("plain", 1), ("plain", 256), ("mc100", 1),
-             ("mc100", 256)) for body in ("json", "npy")]  # fmt: skip
+    sizes = (("plain", 1), ("plain", 256), ("mc100", 1), ("mc100", 256))
+    cases = [(kind, n_rows, body) for kind, n_rows in sizes for body in ("json", "npy")]
     results: dict[tuple[str, int, str], tuple[float, float]] = {}
     int8 = b""
-    with kts_serve({"KTS_BACKEND": "jax"}, args.keep_log) as (base, log_path):
-        r = httpx.post(f"{base}/v1/datasets", files={"file": ("r.npz", buf.getvalue())}, timeout=120)
+    # KERAS_BACKEND too: with KTS_BACKEND=jax alone every /predict answered 500 here
+    # (inference/sampler.py imports Keras, on its default TensorFlow, before init_keras runs)
+    serve_env = {"KTS_BACKEND": "jax", "KERAS_BACKEND": "jax"}
+    with kts_serve(serve_env, args.keep_log) as (base, log_path):
+        r = httpx.post(
+            f"{base}/v1/datasets", files={"file": ("r.npz", buf.getvalue())}, timeout=120
+        )
         r.raise_for_status()
         spec = {
             "dataset": {"id": r.json()["id"]},
@@ -249,9 +262,7 @@ def main() -> None:
         print(f"    {name:<45}{ms:>8.3f}")
     print(f"requests per case: {args.requests} timed after {args.warm} warm-up")
     print(f"load average at end (1, 5, 15 min): {load_end}")
-    print(f"server log: {len(problems)} line(s) with error/traceback/exception/warning")
-    for line in problems[:20]:
-        print(f"    {line[:300]}")
+    print_log_problems(*problems)
 
 
 if __name__ == "__main__":

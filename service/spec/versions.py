@@ -9,6 +9,8 @@ the fields it renames, so a newer spec without a version passes through unchange
 from collections.abc import Callable
 from typing import Any
 
+from service.registry import register_in
+
 SPEC_VERSION = 2
 
 Step = Callable[[dict[str, Any]], dict[str, Any]]
@@ -17,12 +19,7 @@ UPGRADES: dict[int, Step] = {}
 
 def upgrade_from(version: int) -> Callable[[Step], Step]:
     """Register the step from `version` to `version + 1`."""
-
-    def register(step: Step) -> Step:
-        UPGRADES[version] = step
-        return step
-
-    return register
+    return register_in(UPGRADES, version)
 
 
 @upgrade_from(1)

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 
 from inference.custom_objects import RReLU
+from service.registry import register_in
 from service.spec import layers as spec
 from service.spec.common import MaxNorm, Regularizer, VarianceScaling
 
@@ -20,12 +21,7 @@ LAYER_BUILDERS: dict[str, Builder] = {}
 
 def builds(type_name: str) -> Callable[[Builder], Builder]:
     """Register the builder of one spec layer type."""
-
-    def register(fn: Builder) -> Builder:
-        LAYER_BUILDERS[type_name] = fn
-        return fn
-
-    return register
+    return register_in(LAYER_BUILDERS, type_name)
 
 
 def initializer(value: str | VarianceScaling) -> keras.initializers.Initializer:

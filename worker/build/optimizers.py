@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from inference.custom_objects import OneCycle, OneCycleSGD
+from service.registry import register_in
 from service.spec import TrainingSpec
 from service.spec import schedules as s
 
@@ -42,11 +43,8 @@ for _name, _cls in {
 
 
 def builds_schedule(type_name: str) -> Callable[[ScheduleBuilder], ScheduleBuilder]:
-    def register(fn: ScheduleBuilder) -> ScheduleBuilder:
-        SCHEDULE_BUILDERS[type_name] = fn
-        return fn
-
-    return register
+    """Register the builder of one schedule type."""
+    return register_in(SCHEDULE_BUILDERS, type_name)
 
 
 @builds_schedule("power")

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.errors import ApiError
+from service.registry import register_in
 from service.rows import TrainedModel, new_id
 from worker.context import WorkerContext
 from worker.jobs.lease import Claim, StopSignal, Watcher, claim, finish, release, worker_id
@@ -121,12 +122,7 @@ RUNNERS: dict[str, Runner] = {}
 
 def runs(kind: str) -> Callable[[Runner], Runner]:
     """Register the runner of one job kind of service/jobs/kinds.py."""
-
-    def register(fn: Runner) -> Runner:
-        RUNNERS[kind] = fn
-        return fn
-
-    return register
+    return register_in(RUNNERS, kind)
 
 
 def run_job(ctx: WorkerContext, job_id: str, owner: str | None = None) -> str:

@@ -150,26 +150,21 @@ class Fitting:
         saver = EpochCheckpoint(lambda epoch, pl=plateau: self.save_checkpoint(epoch, pl))
         callbacks = [*self.callbacks, *([plateau] if plateau else []), saver]
         first = max(epochs_done, self.resume_epoch)
+        common = {
+            "validation_data": (job.X_val, job.y_val) if job.has_validation else None,
+            "initial_epoch": first,
+            "epochs": phase_end,
+            "batch_size": job.spec.batch_size,
+            "callbacks": callbacks,
+        }
         if self.engine == "compiled":
-            self._fit_compiled(first, phase_end, callbacks)
+            self._fit_compiled(common)
         else:
-            self.model.fit(
-                job.X_train,
-                job.y_train,
-                validation_data=(job.X_val, job.y_val) if job.has_validation else None,
-                initial_epoch=first,
-                epochs=phase_end,
-                batch_size=job.spec.batch_size,
-                shuffle=True,
-                verbose=0,
-                callbacks=callbacks,
-            )
+            self.model.fit(job.X_train, job.y_train, shuffle=True, verbose=0, **common)
         if self.run.signal.reason == "released":  # graceful stop: keep this epoch's progress
             self.save_checkpoint(len(self.history.get("loss", [])), plateau, batches=1)
 
-    def _fit_compiled(
-        self, first: int, phase_end: int, callbacks: list[keras.callbacks.Callback]
-    ) -> None:
+    def _fit_compiled(self, common: dict[str, Any]) -> None:
         from worker.training.compiled import fit_compiled
 
         job, pruning = self.job, self.pruning
@@ -178,14 +173,10 @@ class Fitting:
             self.model,
             job.X_train,
             job.y_train,
-            validation_data=(job.X_val, job.y_val) if job.has_validation else None,
-            initial_epoch=first,
-            epochs=phase_end,
-            batch_size=job.spec.batch_size,
             seed=job.seed,
-            callbacks=callbacks,
             step_masks=(lambda _epoch: pruning.epoch_masks(steps)) if pruning else None,
             device_budget_bytes=self.run.ctx.settings.device_memory_budget_bytes,
+            **common,
         )
 
     def _compile_phase(self, phase: Phase, phase_spec: TrainingSpec, epochs_done: int) -> None:
