@@ -56,5 +56,9 @@ class ArtifactStore:
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
+    def delete_tree(self, prefix: str) -> None:
+        """Every artifact under a key prefix (a model's folder, a job's checkpoints)."""
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
     def is_writable(self) -> bool:
         return os.access(self.root, os.W_OK)

@@ -7,8 +7,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.spec.suggest import closest, quoted, short, unknown_field
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,79 @@ def _body_path(loc: tuple[Any, ...], body: Any, error_type: str) -> tuple[str | 
     return tuple(out)
 
 
-def details_from_pydantic(errors: list[Any], body: Any) -> list[ErrorDetail]:
+def _value_at(body: Any, path: tuple[str | int, ...]) -> Any:
+    for part in path:
+        try:
+            body = body[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return body
+
+
+def _message(
+    err: dict[str, Any], path: tuple[str | int, ...], body: Any, root: type[BaseModel] | None
+) -> str:
+    """pydantic's message, with a hint where a close field or value exists. pydantic messages
+    name the expectation, never the input value; a name or tag is repeated only cut short."""
+    kind, ctx, msg = err["type"], err.get("ctx") or {}, str(err["msg"])
+    if kind == "extra_forbidden" and err["loc"]:
+        base = f"Unknown field '{short(str(err['loc'][-1]))}'"
+        named = bool(path) and path[-1] == err["loc"][-1]  # the body path ends at the name
+        hint = unknown_field(root, body, path) if root is not None and named else None
+        return f"{base}; {hint}" if hint else f"{base}."
+    if kind in ("literal_error", "enum"):
+        value = err["input"] if "input" in err else _value_at(body, path)
+        guess = (
+            closest(value, quoted(str(ctx.get("expected", "")))) if isinstance(value, str) else None
+        )
+        return f"{msg}; did you mean '{guess}'?" if guess else msg
+    if kind == "union_tag_invalid" and "expected_tags" in ctx:
+        expected = str(ctx["expected_tags"])
+        base = f"Expected {ctx.get('discriminator', 'type')} to be one of: {expected}"
+        tag = ctx.get("tag")
+        guess = closest(tag, quoted(expected)) if isinstance(tag, str) else None
+        return f"{base}; did you mean '{guess}'?" if guess else f"{base}."
+    return msg
+
+
+def details_from_pydantic(
+    errors: list[Any], body: Any, root: type[BaseModel] | None = None
+) -> list[ErrorDetail]:
+    """One detail per pydantic error, at its path in the body; `root` is the body's model
+    class, walked to suggest the closest field name for an unknown one."""
     details = []
     for err in errors:
-        # pydantic messages name the expectation, never the input value
-        details.append(ErrorDetail(_body_path(tuple(err["loc"]), body, err["type"]), err["msg"]))
+        path = _body_path(tuple(err["loc"]), body, err["type"])
+        details.append(ErrorDetail(path, _message(err, path, body, root)))
     return details
+
+
+def _body_model(request: Request) -> type[BaseModel] | None:
+    """The model class of the matched route's JSON body, if it has one."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _json_position(raw: Any, errors: list[Any]) -> str:
+    """Where the JSON breaks, as json.loads reports it (only run once parsing has failed)."""
+    try:
+        json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return f": line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    except (ValueError, TypeError):
+        pass
+    reasons = [e["ctx"]["error"] for e in errors if "error" in (e.get("ctx") or {})]
+    return f": {short(str(reasons[0]))}" if reasons else ""
+
+
+async def _invalid_json(request: Request, exc: RequestValidationError) -> JSONResponse:
+    body = getattr(exc, "body", None)
+    raw = body if isinstance(body, str | bytes) else await request.body()
+    where = _json_position(raw, list(exc.errors()))
+    return JSONResponse(
+        error_body("invalid_json", f"The request body is not valid JSON{where}."), 400
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -115,9 +185,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(
-                error_body("invalid_json", "The request body is not valid JSON."), 400
-            )
+            return await _invalid_json(request, exc)
         body = getattr(exc, "body", None)
         if body is None and request.headers.get("content-type", "").startswith("application/json"):
             try:
@@ -126,7 +194,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 body = None
         if body is not None and not isinstance(body, dict):
             return JSONResponse(error_body("invalid_body", "Expected a JSON object."), 422)
-        details = details_from_pydantic(errors, body)
+        details = details_from_pydantic(errors, body, _body_model(request))
         message = details[0].msg if details else "Invalid request."
         return JSONResponse(error_body("validation_error", message, details), 422)
 

@@ -16,7 +16,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base
 
@@ -94,6 +94,8 @@ class Job(Base):
     release_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # "compiled" (one jitted function per epoch, JAX) or "fit" (Keras fit), set when it runs
     engine: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # when retention removed its checkpoints (and a failed or cancelled job's artifacts)
+    artifacts_pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class JobDiagnostics(Base):
@@ -113,6 +115,7 @@ class JobDiagnostics(Base):
 
 class TrainedModel(Base):
     __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("tenant", "name", "version"),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True, default=new_id)
@@ -134,6 +137,34 @@ class TrainedModel(Base):
     artifact_key: Mapped[str] = mapped_column(String(300))
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # the registry: a name (the spec's), a version per (tenant, name), tags, aliases
+    name: Mapped[str] = mapped_column(String(200), default="model", index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    class_names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    alias_rows: Mapped[list["ModelAlias"]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def aliases(self) -> list[str]:
+        return sorted(a.alias for a in self.alias_rows)
+
+
+class ModelAlias(Base):
+    """A movable name (e.g. champion) for one version of a registered model name."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("tenant", "name", "alias"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    alias: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ApiKey(Base):

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         description="Keras backend of workers and of the API's prediction path; default: JAX "
         "where installed, else TensorFlow (KERAS_BACKEND, when set, also decides).",
     )
+    retention_days: float | None = Field(
+        None,
+        description="Remove the checkpoints of jobs that ended this many days ago, and the "
+        "artifacts of failed and cancelled ones; default: keep everything.",
+    )
     device_memory_budget_bytes: int = Field(
         1 << 30,
         description="Training rows up to this size are placed on the device once per job; "

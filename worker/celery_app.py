@@ -32,7 +32,7 @@ def _init_process(**_kwargs: object) -> None:
 
 def _reconcile_forever(stop: threading.Event) -> None:
     from worker.context import worker_context
-    from worker.jobs.reconcile import reconcile
+    from worker.jobs.reconcile import apply_retention, reconcile
     from worker.presence import touch
 
     ctx = worker_context()
@@ -40,6 +40,7 @@ def _reconcile_forever(stop: threading.Event) -> None:
         try:
             touch(ctx, _node.get("name", ""))
             counts = reconcile(ctx)
+            counts["pruned"] = apply_retention(ctx)
             if any(counts.values()):
                 log.info("reconciler: %s", counts)
         except Exception:  # database or broker down: try again next round

@@ -135,6 +135,8 @@ def run_compression(run: JobRun) -> str:
     model, steps, pruning = _compress(src, request, source.task, rows, train_spec)
     row = run.save_model(
         model,
+        name=source.name,  # a new version of the same registered model
+        class_names=source.class_names,
         job_id=None,
         base_model_id=source.id,
         task=source.task,

@@ -2,10 +2,10 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from service.auth import TenantDep
-from service.datasets import parsing
+from service.datasets import parsing, service
 from service.datasets.arrays import Arrays, describe, save_arrays
 from service.datasets.schemas import DatasetRead
 from service.datasets.service import get_dataset
@@ -82,3 +82,13 @@ def list_datasets(
     """Data sets, newest first."""
     rows, next_cursor = page(session, Dataset, limit, cursor, Dataset.tenant == tenant)
     return Page(items=[DatasetRead.of(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(
+    dataset_id: str, tenant: TenantDep, session: SessionDep, store: StoreDep
+) -> Response:
+    """Delete a data set and its files (409 while a queued or running job uses it)."""
+    service.delete_dataset(session, store, get_dataset(session, dataset_id, tenant))
+    session.commit()
+    return Response(status_code=204)

@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 
 from service.auth import TenantDep
-from service.deps import CeleryDep, SessionDep, SettingsDep
+from service.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from service.jobs import service as jobs
 from service.jobs.schemas import JobRead, ValidateResult
 from service.pagination import Page, page
@@ -35,6 +35,7 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobRead:
     """Queue a training job; the spec is checked against its data set first."""
+    spec = jobs.pin_base_model(session, spec, tenant)
     plan, _ = jobs.plan_spec(session, spec, settings, tenant)
     job, created = jobs.create_job(session, spec, plan, idempotency_key, tenant)
     session.commit()
@@ -159,3 +160,11 @@ async def job_events(job_id: str, tenant: TenantDep, request: Request) -> Stream
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job_id: str, tenant: TenantDep, session: SessionDep, store: StoreDep) -> Response:
+    """Delete an ended job with its checkpoints and results (409 while it runs)."""
+    jobs.delete_job(session, store, jobs.get_job(session, job_id, tenant))
+    session.commit()
+    return Response(status_code=204)

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.artifacts import ArtifactStore
 from service.datasets.arrays import describe, load_builtin
 from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
 from service.rows import Dataset, Job, TrainedModel, utcnow
@@ -41,12 +42,10 @@ def base_model_row(
     """The model named by spec.base_model, checked against the data set's input shape."""
     if spec.base_model is None:
         return None
+    from service.models.registry import resolve  # (the registry imports this module)
+
     loc = ("base_model", "model_id")
-    row = session.scalar(
-        select(TrainedModel).where(
-            TrainedModel.id == spec.base_model.model_id, *owned(TrainedModel, tenant)
-        )
-    )
+    row = resolve(session, spec.base_model.model_id, tenant)
     if row is None:
         raise SpecInvalid([ErrorDetail(loc, "No model has this id.")])
     if tuple(row.input_shape) != tuple(meta.input_shape):
@@ -170,3 +169,31 @@ def cancel_job(session: Session, job_id: str, tenant: str) -> Job:
     job.cancel_requested = True
     session.flush()
     return job
+
+
+def delete_job(session: Session, store: ArtifactStore, job: Job) -> None:
+    """Delete an ended job with its checkpoints, diagnostics and batch results (the model it
+    made stays)."""
+    if job.status not in TERMINAL:
+        raise Conflict(f"The job has not ended ({job.status}): cancel it first.")
+    session.delete(job)
+    session.flush()
+    store.delete_tree(f"jobs/{job.id}")
+    store.delete_tree(f"batch_predictions/{job.id}")
+
+
+def pin_base_model(session: Session, spec: TrainingSpec, tenant: str) -> TrainingSpec:
+    """A spec whose base_model names the model by id: an alias that moves later must not
+    change what a queued job trains from."""
+    from service.models.service import get_model
+
+    ref = spec.base_model
+    if ref is None or "@" not in ref.model_id:
+        return spec
+    try:
+        model = get_model(session, ref.model_id, tenant)
+    except NotFound:
+        raise SpecInvalid(
+            [ErrorDetail(("base_model", "model_id"), "No model has this reference.")]
+        ) from None
+    return spec.model_copy(update={"base_model": ref.model_copy(update={"model_id": model.id})})

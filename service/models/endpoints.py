@@ -13,13 +13,68 @@ from service.auth import TenantDep
 from service.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from service.errors import ErrorDetail, SpecInvalid
 from service.jobs.schemas import JobRead
+from service.models import registry
 from service.models import service as models
 from service.models.compression import CompressionRequest
-from service.models.schemas import ModelRead, PredictOptions, PredictRequest
+from service.models.schemas import ModelRead, PredictOptions, PredictRequest, TagsUpdate
+from service.pagination import Page, page
 from service.queue import enqueue
+from service.rows import TrainedModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 NPY = "application/x-npy"
+
+
+@router.get("", response_model=Page)
+def list_models(
+    tenant: TenantDep,
+    session: SessionDep,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=300, description="KEY:VALUE")] = None,
+    alias: Annotated[str | None, Query(max_length=64)] = None,
+    job_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+) -> Page:
+    """Models, newest first, filtered by name, tag, alias or job."""
+    filters = registry.filters(tenant, name=name, tag=tag, alias=alias, job_id=job_id)
+    rows, next_cursor = page(session, TrainedModel, limit, cursor, *filters)
+    return Page(items=[ModelRead.of(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.put("/{model_id}/aliases/{alias}", response_model=ModelRead)
+def set_alias(model_id: str, alias: str, tenant: TenantDep, session: SessionDep) -> ModelRead:
+    """Point an alias of the model's name (e.g. champion) at this version."""
+    row = registry.set_alias(session, models.get_model(session, model_id, tenant), alias)
+    session.commit()
+    return ModelRead.of(row)
+
+
+@router.delete("/{model_id}/aliases/{alias}", status_code=204)
+def delete_alias(model_id: str, alias: str, tenant: TenantDep, session: SessionDep) -> Response:
+    """Remove an alias from this version."""
+    registry.delete_alias(session, models.get_model(session, model_id, tenant), alias)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.put("/{model_id}/tags", response_model=ModelRead)
+def set_tags(model_id: str, body: TagsUpdate, tenant: TenantDep, session: SessionDep) -> ModelRead:
+    """Replace the model's tags."""
+    row = models.get_model(session, model_id, tenant)
+    row.tags = dict(body.tags)
+    session.commit()
+    return ModelRead.of(row)
+
+
+@router.delete("/{model_id}", status_code=204)
+def delete_model(
+    model_id: str, tenant: TenantDep, session: SessionDep, store: StoreDep
+) -> Response:
+    """Delete a model and its files (409 while a derived model or a running job needs it)."""
+    registry.delete_model(session, store, models.get_model(session, model_id, tenant))
+    session.commit()
+    return Response(status_code=204)
 
 
 @router.get("/{model_id}", response_model=ModelRead)

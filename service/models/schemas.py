@@ -10,6 +10,11 @@ from service.rows import TrainedModel
 
 class ModelRead(BaseModel):
     id: str
+    name: str
+    version: int
+    aliases: list[str]
+    tags: dict[str, str]
+    class_names: list[str] | None
     job_id: str | None
     backend: str
     created_at: datetime
@@ -49,3 +54,11 @@ class PredictRequest(PredictOptions):
     """The JSON body of /predict."""
 
     instances: list[Any] = Field(min_length=1, description="Rows, as TensorFlow Serving takes.")
+
+
+class TagsUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tags: dict[str, str] = Field(
+        max_length=50, description="All the model's tags (replaces the earlier ones)."
+    )

@@ -7,19 +7,19 @@ from sqlalchemy.orm import Session
 from service.artifacts import ArtifactStore
 from service.errors import ErrorDetail, NotFound, SpecInvalid
 from service.jobs.service import new_job
+from service.models import registry
 from service.models.compression import CompressionRequest, fold_plan, keras_layers
 from service.models.schemas import PredictOptions
 from service.rows import Job, TrainedModel
 from service.settings import Settings
-from service.tenancy import owned
 
 
-def get_model(session: Session, model_id: str, tenant: str | None = None) -> TrainedModel:
-    row = session.scalar(
-        select(TrainedModel).where(TrainedModel.id == model_id, *owned(TrainedModel, tenant))
-    )
+def get_model(session: Session, ref: str, tenant: str | None = None) -> TrainedModel:
+    """A model by id, NAME@ALIAS, NAME@VERSION or NAME@latest (404 when none)."""
+    row = registry.resolve(session, ref, tenant)
     if row is None:
-        raise NotFound(f"No model has id {model_id[:64]}.")
+        kind = "id" if "@" not in ref else "reference"
+        raise NotFound(f"No model has {kind} {ref[:100]}.")
     return row
 
 

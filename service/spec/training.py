@@ -81,7 +81,12 @@ class EarlyStopping(Strict):
 
 
 class BaseModelRef(Strict):
-    model_id: str = Field(min_length=1, max_length=64, description="A trained model's id.")
+    model_id: str = Field(
+        min_length=1,
+        max_length=300,
+        description="A trained model's id, or NAME@ALIAS / NAME@VERSION / NAME@latest "
+        "(pinned to the model's id when the job is submitted).",
+    )
     reuse_layers: Literal["all_but_last"] | Annotated[int, Field(ge=1)] = Field(
         "all_but_last",
         description="Reuse all its layers but the last, or its first N (input layer not counted).",

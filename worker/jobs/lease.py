@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from service.jobs.service import TERMINAL
@@ -173,6 +173,8 @@ def finish(
         except OperationalError:
             log.warning("database unavailable while ending job %s (try %d)", job_id, attempt)
             time.sleep(DB_RETRY_SECONDS)
+        except IntegrityError:  # two models of one name took the same version: number again
+            log.info("version race while ending job %s (try %d)", job_id, attempt)
     raise RuntimeError("the database stayed unavailable while ending the job")
 
 

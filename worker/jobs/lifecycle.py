@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.errors import ApiError
+from service.models.registry import next_version
 from service.registry import register_in
 from service.rows import TrainedModel, new_id
 from worker.context import WorkerContext
@@ -91,6 +92,7 @@ class JobRun:
 
         def add_all(session: Session) -> None:
             if model is not None:
+                model.version = next_version(session, model.tenant, model.name)
                 session.add(model)
             if add is not None:
                 add(session)

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select
 
+from service.jobs.service import TERMINAL
 from service.rows import Job, utcnow
 from worker.context import WorkerContext
 from worker.jobs.lease import fail_worker_lost
@@ -81,3 +82,33 @@ def reconcile(ctx: WorkerContext) -> dict[str, int]:
     for job_id, kind in todo:  # after the commit, as every enqueue
         requeue(ctx, job_id, kind)
     return counts
+
+
+RETENTION_BATCH = 500  # jobs pruned per reconciler round, so a round stays short
+
+
+def apply_retention(ctx: WorkerContext) -> int:
+    """Remove what ended jobs no longer need once they are older than the retention: the
+    checkpoints of every ended job, and the partial artifacts of failed and cancelled ones
+    (succeeded batch results and models stay). Returns the number of jobs pruned."""
+    days = ctx.settings.retention_days
+    if days is None:
+        return 0
+    cutoff = utcnow() - timedelta(days=days)
+    with ctx.session_factory() as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(
+                Job.status.in_(TERMINAL),
+                Job.finished_at < cutoff,
+                Job.artifacts_pruned_at.is_(None),
+            )
+            .limit(RETENTION_BATCH)
+        ).all()
+        for job in jobs:
+            ctx.store.delete_tree(f"jobs/{job.id}")
+            if job.status != "succeeded":
+                ctx.store.delete_tree(f"batch_predictions/{job.id}")
+            job.artifacts_pruned_at = utcnow()
+        session.commit()
+    return len(jobs)

@@ -15,8 +15,10 @@ def load_arrays(ctx: WorkerContext, spec: TrainingSpec) -> Arrays:
     if isinstance(spec.dataset, BuiltinDataset):
         return load_builtin(spec.dataset.builtin)
     with ctx.session_factory() as session:
-        key = get_dataset(session, spec.dataset.id).artifact_key
-    return load_stored(ctx.store, key)
+        row = get_dataset(session, spec.dataset.id)
+        key, class_names = row.artifact_key, row.class_names
+    arrays = load_stored(ctx.store, key)
+    return Arrays(arrays.X, arrays.y, class_names)
 
 
 def split(n: int, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,7 @@ class Prepared:
     base_model: keras.Model | None
     started: float
     split_seed: int
+    class_names: list[str] | None
 
     @property
     def has_validation(self) -> bool:
@@ -105,7 +106,7 @@ def prepare(run: JobRun) -> Prepared:
     y_all = targets(arrays.y, plan.loss, meta.n_classes)
     return Prepared(
         spec, plan, meta, arrays.X[train_idx], y_all[train_idx], arrays.X[val_idx],
-        y_all[val_idx], base_model, started, split_seed,
+        y_all[val_idx], base_model, started, split_seed, arrays.class_names,
     )  # fmt: skip
 
 
@@ -163,6 +164,8 @@ def store(run: JobRun, job: Prepared, fitting: Fitting) -> str:
         )
     row = run.save_model(
         model,
+        name=spec.name or "model",
+        class_names=job.class_names,
         job_id=run.job_id,
         base_model_id=spec.base_model.model_id if spec.base_model else None,
         task=job.meta.task,
