@@ -73,6 +73,7 @@ def kts_serve(env_extra: dict[str, str], keep_log: str | None = None) -> Iterato
 
     Like service_proc.running_service, but it passes settings (that one drops every KTS_
     variable), fails when the server never gets ready, and keeps the log for a look afterwards.
+    Started as `python -m service.cli serve`, which is what `kts serve` runs.
     """
     import httpx
 
@@ -83,14 +84,17 @@ def kts_serve(env_extra: dict[str, str], keep_log: str | None = None) -> Iterato
         env = {k: v for k, v in os.environ.items() if not k.startswith("KTS_")}
         env.pop("KERAS_BACKEND", None)  # KTS_BACKEND decides
         env.update(env_extra)
-        kts = str(Path(sys.executable).parent / "kts")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         log_path = Path(tmp) / "serve.log"
         log = open(log_path, "wb")  # noqa: SIM115
         data_dir = Path(tmp) / "data"
         proc = subprocess.Popen(
-            [kts, "serve", "--data-dir", str(data_dir), "--port", str(port)]
-            + ["--loglevel", "WARNING"],
+            # `kts serve` hands these flags to service.cli unchanged; run it directly, so that
+            # the client half of `kts` (kts_client.cli) is not needed to start the server
+            [sys.executable, "-m", "service.cli", "serve", "--data-dir", str(data_dir)]
+            + ["--port", str(port), "--loglevel", "WARNING"],
             env=env,
+            cwd=tmp,  # anything written to the working directory goes with the temp folder
             stdout=log,
             stderr=log,
             start_new_session=True,
@@ -112,7 +116,8 @@ def kts_serve(env_extra: dict[str, str], keep_log: str | None = None) -> Iterato
                 raise RuntimeError(f"kts serve exited: {log_path.read_text()[-3000:]}")
             yield base, log_path
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -86,3 +86,19 @@ def test_readiness_is_503_when_the_broker_is_down(tmp_path: object) -> None:
     with TestClient(create_app(s)) as c:
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["checks"]["broker"].startswith("unreachable")
+
+
+def test_event_stream_has_ids_and_resumes_after_last_event_id(
+    client: "TestClient", ctx: "WorkerContext"
+) -> None:
+    from tests.conftest import make_spec, submit
+    from worker.jobs.lifecycle import run_job
+
+    job_id = submit(client, make_spec(epochs=3))
+    assert run_job(ctx, job_id) == "succeeded"
+    full = client.get(f"/v1/jobs/{job_id}/events").text
+    ids = [line[4:] for line in full.splitlines() if line.startswith("id: ")]
+    assert ids == ["1", "2", "3", "3"]  # three epochs, then done
+    resumed = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "2"}).text
+    events = [line[7:] for line in resumed.splitlines() if line.startswith("event: ")]
+    assert events == ["progress", "done"] and '"epoch": 3' in resumed

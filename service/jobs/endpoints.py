@@ -107,8 +107,15 @@ def job_diagnostics(job_id: str, tenant: TenantDep, session: SessionDep) -> dict
     }
 
 
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+def _sse(event: str, data: dict[str, Any], event_id: int | str) -> str:
+    return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def _resume_from(last_event_id: str | None) -> int:
+    """Epochs a reconnecting client already has (its Last-Event-ID is the last epoch)."""
+    if last_event_id is None or not last_event_id.isdigit() or len(last_event_id) > 9:
+        return 0
+    return int(last_event_id)
 
 
 def _epoch_metrics(history: dict[str, list[Any]], epoch: int) -> dict[str, Any]:
@@ -116,7 +123,12 @@ def _epoch_metrics(history: dict[str, list[Any]], epoch: int) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/events")
-async def job_events(job_id: str, tenant: TenantDep, request: Request) -> StreamingResponse:
+async def job_events(
+    job_id: str,
+    tenant: TenantDep,
+    request: Request,
+    last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+) -> StreamingResponse:
     """Server-Sent Events: one `progress` event per epoch, then one `done`."""
     factory = request.app.state.session_factory
 
@@ -127,7 +139,7 @@ async def job_events(job_id: str, tenant: TenantDep, request: Request) -> Stream
     first = await anyio.to_thread.run_sync(load)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[str]:
-        sent = 0
+        sent = _resume_from(last_event_id)
         job = first
         last_beat = time.monotonic()
         while True:
@@ -142,10 +154,11 @@ async def job_events(job_id: str, tenant: TenantDep, request: Request) -> Stream
                         "status": job.status,
                         "metrics": _epoch_metrics(job.history, sent),
                     },
+                    sent + 1,
                 )
                 sent += 1
             if job.status in jobs.TERMINAL:
-                yield _sse("done", JobRead.of(job).model_dump(mode="json"))
+                yield _sse("done", JobRead.of(job).model_dump(mode="json"), sent)
                 return
             if time.monotonic() - last_beat > 15:
                 last_beat = time.monotonic()
