@@ -2,7 +2,9 @@
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import make_spec
+from tests.conftest import make_spec, submit
+from worker.context import WorkerContext
+from worker.jobs.lifecycle import run_job
 
 
 def test_idempotency_key_returns_the_first_job(client: TestClient) -> None:
@@ -89,11 +91,8 @@ def test_readiness_is_503_when_the_broker_is_down(tmp_path: object) -> None:
 
 
 def test_event_stream_has_ids_and_resumes_after_last_event_id(
-    client: "TestClient", ctx: "WorkerContext"
+    client: TestClient, ctx: WorkerContext
 ) -> None:
-    from tests.conftest import make_spec, submit
-    from worker.jobs.lifecycle import run_job
-
     job_id = submit(client, make_spec(epochs=3))
     assert run_job(ctx, job_id) == "succeeded"
     full = client.get(f"/v1/jobs/{job_id}/events").text
