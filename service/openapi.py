@@ -247,3 +247,205 @@ ERRORS: dict[str, tuple[str, tuple[str, str] | None]] = {
     ),
 }
 TOO_LARGE = {("post", "/v1/datasets")}
+BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key (`kts keys create --tenant NAME`) as `Authorization: Bearer <key>`. "
+    "When the service runs with keys off, it is not checked and every request is tenant default.",
+}
+METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+
+
+def _dependency_calls(dependant: Any) -> set[Any]:
+    calls: set[Any] = set()
+    for dep in dependant.dependencies:
+        calls |= {dep.call} | _dependency_calls(dep)
+    return calls
+
+
+def _conflicts(method: str, path: str) -> bool:
+    """Cancelling or deleting what has ended or is in use, results not ready, a reused key."""
+    deletes_resource = method == "delete" and path.count("{") == 1
+    return deletes_resource or path.endswith(("/cancel", "/results")) or path == "/v1/jobs"
+
+
+def _error_statuses(method: str, path: str, op: dict[str, Any], calls: set[Any]) -> list[str]:
+    content = op.get("requestBody", {}).get("content", {})
+    answers = {
+        "400": "application/json" in content,
+        "401": _TENANT in calls,
+        "404": "{" in path,
+        "409": _conflicts(method, path) and method != "get" or path.endswith("/results"),
+        "413": (method, path) in TOO_LARGE,
+        "422": bool(op.get("parameters")) or "requestBody" in op,
+        "503": bool(calls & {_TENANT, _SESSION}),  # the key lookup reads the database too
+    }
+    return [status for status, answered in answers.items() if answered]
+
+
+def _error_response(status: str, description: str | None = None) -> dict[str, Any]:
+    text, header = ERRORS.get(status, ("An error.", None))
+    response: dict[str, Any] = {"description": description or text, "content": _json("ErrorResponse")}
+    if header:
+        response["headers"] = {header[0]: {"description": header[1], "schema": {"type": "string"}}}
+    return response
+
+
+def _success(op: dict[str, Any]) -> dict[str, Any]:
+    """The operation's 2xx response ({} when it has none)."""
+    return next((r for s, r in op.get("responses", {}).items() if s.startswith("2")), {})
+
+
+def _json_schema(response: dict[str, Any]) -> dict[str, Any]:
+    return response.get("content", {}).get("application/json", {}).get("schema", {})  # type: ignore[no-any-return]
+
+
+def _finish_success(method: str, path: str, op: dict[str, Any]) -> None:
+    """A schema for a 2xx that FastAPI could not infer (a route's own response_model wins)."""
+    response = _success(op)
+    if (method, path) not in SUCCESS or not response or "$ref" in _json_schema(response):
+        return
+    response["description"], content = SUCCESS[(method, path)]
+    response["content"] = copy.deepcopy(content)
+    if path in FILES:
+        response["headers"] = copy.deepcopy(_ATTACHMENT)
+
+
+def _finish_operation(method: str, path: str, op: dict[str, Any], route: Any) -> None:
+    calls = _dependency_calls(route.dependant) if route is not None else set()
+    responses: dict[str, Any] = op.setdefault("responses", {})
+    for status, response in list(responses.items()):
+        if status[0] in "45":  # FastAPI's own 422 names HTTPValidationError: replace it
+            keep = response.get("description") if status not in ERRORS else None
+            responses[status] = _error_response(status, keep)
+    for status in _error_statuses(method, path, op, calls):
+        responses.setdefault(status, _error_response(status))
+    if (method, path) == ("get", "/readyz"):  # readiness answers its checks, not an error
+        responses["503"] = {"description": "A check failed; it says why.", **_json_response()}
+    if _TENANT in calls:
+        op["security"] = [{"bearerAuth": []}]
+    _finish_success(method, path, op)
+    op["responses"] = dict(sorted(responses.items()))
+
+
+def _json_response() -> dict[str, Any]:
+    return {"content": _json("Readiness")}
+
+
+def _item_ref(paths: dict[str, Any], path: str) -> str | None:
+    """The schema of GET {path}/{id}: the item of the list at GET {path}."""
+    one = re.compile(re.escape(path) + r"/\{[^/{}]+\}")
+    for child, item in paths.items():
+        if one.fullmatch(child) and "get" in item:
+            ref = _json_schema(_success(item["get"])).get("$ref")
+            return ref if isinstance(ref, str) else None
+    return None
+
+
+def _typed_pages(doc: dict[str, Any]) -> None:
+    """List routes answer {items, next_cursor}: name the type of their items."""
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+    for path, item in paths.items():
+        op = item.get("get")
+        names = {p.get("name") for p in (op or {}).get("parameters", [])}
+        if op is None or "{" in path or not {"limit", "cursor"} <= names:
+            continue
+        ref = _item_ref(paths, path)
+        if ref is None or _json_schema(_success(op)).get("$ref") not in (None, REF + "Page"):
+            continue
+        name = ref.removeprefix(REF) + "Page"
+        schemas.setdefault(name, _page_schema(name, ref))
+        _success(op)["content"] = _json(name)
+
+
+def _page_schema(name: str, item_ref: str) -> dict[str, Any]:
+    cursor = "Pass it back as cursor for the next page; null on the last page."
+    return {
+        "type": "object",
+        "title": name,
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": item_ref}, "title": "Items"},
+            "next_cursor": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": cursor},
+        },
+        "required": ["items", "next_cursor"],
+    }
+
+
+def _summary(stem: str, readme: str) -> str:
+    """The README's table row or bullet for examples/{stem}.json, else the stem in words."""
+    row = re.compile(rf"^\s*(?:[-*]|\|)\s*`{re.escape(stem)}\.json`\s*[|:—–-]?\s*(.+?)[\s|]*$")
+    for line in readme.splitlines():
+        if found := row.match(line):
+            return found.group(1)
+    return stem.replace("_", " ").capitalize()
+
+
+def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, dict[str, Any]]:
+    """OpenAPI examples from the folder's *.json specs, named by file stem ({} without it)."""
+    readme = folder / "README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    return {
+        path.stem: {
+            "summary": _summary(path.stem, text),
+            "description": f"examples/{path.name}",
+            "value": json.loads(path.read_text()),
+        }
+        for path in sorted(folder.glob("*.json"))
+    }
+
+
+def _add_examples(doc: dict[str, Any], examples: dict[str, Any]) -> None:
+    for item in doc["paths"].values():
+        for method, op in item.items():
+            media = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            if method in METHODS and media.get("schema", {}).get("$ref") == REF + "TrainingSpec":
+                media["examples"] = copy.deepcopy(examples)
+
+
+def _add_shapes(schemas: dict[str, Any]) -> None:
+    _, top = models_json_schema([(m, "validation") for m in SHAPES], ref_template=REF + "{model}")
+    for name, schema in top.get("$defs", {}).items():
+        schemas.setdefault(name, schema)  # a route's own model of that name wins
+
+
+def _drop_unused(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    for name in ("HTTPValidationError", "ValidationError", "Page"):
+        schemas.pop(name, None)
+        if f'"{REF}{name}"' in json.dumps(doc):  # still referenced: keep it
+            raise RuntimeError(f"OpenAPI: {name} is still referenced")
+
+
+def finish(doc: dict[str, Any], app: FastAPI) -> dict[str, Any]:
+    """FastAPI's generated document, post-processed (see the module's docstring)."""
+    components = doc.setdefault("components", {})
+    _add_shapes(components.setdefault("schemas", {}))
+    components.setdefault("securitySchemes", {})["bearerAuth"] = BEARER
+    routes = {
+        (method.lower(), route.path_format): route
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method in METHODS:
+                _finish_operation(method, path, op, routes.get((method, path)))
+    _typed_pages(doc)
+    _add_examples(doc, load_examples())
+    _drop_unused(doc)
+    return doc
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve the post-processed document at /openapi.json; built on first use, then cached."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            raw = copy.deepcopy(generate())
+            app.openapi_schema = None  # generate() cached the raw one; keep only the finished
+            app.openapi_schema = finish(raw, app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -50,7 +50,10 @@ def train(
             stderr.print(f"data set {dataset.id} ({dataset.n_samples} rows)", soft_wrap=True)
         job = kts.submit(body, idempotency_key)
         if not follow:
-            print_json(job) if as_json else stdout.print(f"job {job.id} {job.status}")
+            if as_json:
+                print_json(job)
+            else:
+                stdout.print(f"job {job.id} {job.status}", soft_wrap=True)
             return
         stderr.print(f"job {job.id} queued", soft_wrap=True)
         final = follow_job(kts, job.id, as_json)

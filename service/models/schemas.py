@@ -1,9 +1,9 @@
 """Trained-model request and response shapes."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from service.rows import TrainedModel
 
@@ -56,9 +56,13 @@ class PredictRequest(PredictOptions):
     instances: list[Any] = Field(min_length=1, description="Rows, as TensorFlow Serving takes.")
 
 
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+TagValue = Annotated[str, StringConstraints(max_length=500)]
+
+
 class TagsUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tags: dict[str, str] = Field(
+    tags: dict[TagKey, TagValue] = Field(
         max_length=50, description="All the model's tags (replaces the earlier ones)."
     )
