@@ -10,6 +10,7 @@ from service.db import make_engine, make_session_factory
 from service.errors import install_error_handlers
 from service.jobs import endpoints as jobs
 from service.models import endpoints as models
+from service.openapi import install_openapi
 from service.queue import make_celery
 from service.settings import Settings, get_settings
 from service.workers import endpoints as workers
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.require_auth = settings.require_auth is not False
     install_error_handlers(app)
+    install_openapi(app)
     for module in (health, datasets, jobs, models, batch_predictions, workers):
         app.include_router(module.router)
     return app

@@ -206,7 +206,10 @@ SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ),
     ("post", "/v1/models/{model_id}/predict"): ("The predictions.", _json("PredictResponse")),
     ("post", "/v1/models/{model_id}/batch-predictions"): ("Queued.", _json("BatchPrediction")),
-    ("get", "/v1/batch-predictions/{batch_id}"): ("The batch prediction.", _json("BatchPrediction")),
+    ("get", "/v1/batch-predictions/{batch_id}"): (
+        "The batch prediction.",
+        _json("BatchPrediction"),
+    ),
     ("post", "/v1/batch-predictions/{batch_id}/cancel"): (
         "Cancelled, or asked to stop.",
         _json("BatchPrediction"),
@@ -220,6 +223,7 @@ SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
         },
     ),
 }
+READY = _json("Readiness")
 FILES = {"/v1/models/{model_id}/artifact", "/v1/batch-predictions/{batch_id}/results"}
 
 ERRORS: dict[str, tuple[str, tuple[str, str] | None]] = {
@@ -265,8 +269,9 @@ def _dependency_calls(dependant: Any) -> set[Any]:
 
 def _conflicts(method: str, path: str) -> bool:
     """Cancelling or deleting what has ended or is in use, results not ready, a reused key."""
-    deletes_resource = method == "delete" and path.count("{") == 1
-    return deletes_resource or path.endswith(("/cancel", "/results")) or path == "/v1/jobs"
+    if method == "delete":
+        return path.count("{") == 1  # a resource, not one of its aliases
+    return path.endswith(("/cancel", "/results")) or (method, path) == ("post", "/v1/jobs")
 
 
 def _error_statuses(method: str, path: str, op: dict[str, Any], calls: set[Any]) -> list[str]:
@@ -275,7 +280,7 @@ def _error_statuses(method: str, path: str, op: dict[str, Any], calls: set[Any])
         "400": "application/json" in content,
         "401": _TENANT in calls,
         "404": "{" in path,
-        "409": _conflicts(method, path) and method != "get" or path.endswith("/results"),
+        "409": _conflicts(method, path),
         "413": (method, path) in TOO_LARGE,
         "422": bool(op.get("parameters")) or "requestBody" in op,
         "503": bool(calls & {_TENANT, _SESSION}),  # the key lookup reads the database too
@@ -285,7 +290,10 @@ def _error_statuses(method: str, path: str, op: dict[str, Any], calls: set[Any])
 
 def _error_response(status: str, description: str | None = None) -> dict[str, Any]:
     text, header = ERRORS.get(status, ("An error.", None))
-    response: dict[str, Any] = {"description": description or text, "content": _json("ErrorResponse")}
+    response: dict[str, Any] = {
+        "description": description or text,
+        "content": _json("ErrorResponse"),
+    }
     if header:
         response["headers"] = {header[0]: {"description": header[1], "schema": {"type": "string"}}}
     return response
@@ -311,8 +319,8 @@ def _finish_success(method: str, path: str, op: dict[str, Any]) -> None:
         response["headers"] = copy.deepcopy(_ATTACHMENT)
 
 
-def _finish_operation(method: str, path: str, op: dict[str, Any], route: Any) -> None:
-    calls = _dependency_calls(route.dependant) if route is not None else set()
+def _finish_operation(method: str, path: str, op: dict[str, Any], dependant: Any) -> None:
+    calls = _dependency_calls(dependant) if dependant is not None else set()
     responses: dict[str, Any] = op.setdefault("responses", {})
     for status, response in list(responses.items()):
         if status[0] in "45":  # FastAPI's own 422 names HTTPValidationError: replace it
@@ -321,15 +329,11 @@ def _finish_operation(method: str, path: str, op: dict[str, Any], route: Any) ->
     for status in _error_statuses(method, path, op, calls):
         responses.setdefault(status, _error_response(status))
     if (method, path) == ("get", "/readyz"):  # readiness answers its checks, not an error
-        responses["503"] = {"description": "A check failed; it says why.", **_json_response()}
+        responses["503"] = {"description": "A check failed: it says why.", "content": READY}
     if _TENANT in calls:
         op["security"] = [{"bearerAuth": []}]
     _finish_success(method, path, op)
     op["responses"] = dict(sorted(responses.items()))
-
-
-def _json_response() -> dict[str, Any]:
-    return {"content": _json("Readiness")}
 
 
 def _item_ref(paths: dict[str, Any], path: str) -> str | None:
@@ -409,11 +413,29 @@ def _add_shapes(schemas: dict[str, Any]) -> None:
 
 
 def _drop_unused(doc: dict[str, Any]) -> None:
+    """FastAPI's validation-error schemas (every 4xx now names ErrorResponse), and the untyped
+    Page once every list route has its typed page."""
     schemas = doc["components"]["schemas"]
-    for name in ("HTTPValidationError", "ValidationError", "Page"):
-        schemas.pop(name, None)
-        if f'"{REF}{name}"' in json.dumps(doc):  # still referenced: keep it
-            raise RuntimeError(f"OpenAPI: {name} is still referenced")
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    if f'"{REF}Page"' not in json.dumps(doc):
+        schemas.pop("Page", None)
+
+
+def _dependants(app: FastAPI) -> dict[tuple[str, str], Any]:
+    """(method, path) -> the dependency tree of every API route, included routers' too."""
+    try:  # FastAPI >= 0.16x includes routers lazily: walk their effective routes
+        from fastapi.routing import iter_route_contexts
+
+        routes: Any = iter_route_contexts(app.routes)
+    except ImportError:
+        routes = app.routes
+    return {
+        (method.lower(), route.path_format): route.dependant
+        for route in routes
+        if isinstance(getattr(route, "original_route", route), APIRoute)
+        for method in route.methods or ()
+    }
 
 
 def finish(doc: dict[str, Any], app: FastAPI) -> dict[str, Any]:
@@ -421,16 +443,11 @@ def finish(doc: dict[str, Any], app: FastAPI) -> dict[str, Any]:
     components = doc.setdefault("components", {})
     _add_shapes(components.setdefault("schemas", {}))
     components.setdefault("securitySchemes", {})["bearerAuth"] = BEARER
-    routes = {
-        (method.lower(), route.path_format): route
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        for method in route.methods
-    }
+    dependants = _dependants(app)
     for path, item in doc["paths"].items():
         for method, op in item.items():
             if method in METHODS:
-                _finish_operation(method, path, op, routes.get((method, path)))
+                _finish_operation(method, path, op, dependants.get((method, path)))
     _typed_pages(doc)
     _add_examples(doc, load_examples())
     _drop_unused(doc)
@@ -440,12 +457,13 @@ def finish(doc: dict[str, Any], app: FastAPI) -> dict[str, Any]:
 def install_openapi(app: FastAPI) -> None:
     """Serve the post-processed document at /openapi.json; built on first use, then cached."""
     generate = app.openapi
+    built: list[dict[str, Any]] = []
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            raw = copy.deepcopy(generate())
-            app.openapi_schema = None  # generate() cached the raw one; keep only the finished
-            app.openapi_schema = finish(raw, app)
-        return app.openapi_schema
+        raw = generate()  # FastAPI's cache: the same object until the routes change
+        if not built or raw is not built[-1]:
+            built[:] = [finish(copy.deepcopy(raw), app)]
+            app.openapi_schema = built[-1]  # so generate() hands back the finished one
+        return built[-1]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -23,7 +23,10 @@ def decode_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     try:
-        return int(base64.urlsafe_b64decode(cursor.encode()).decode())
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        if not text.isdigit() or len(text) > 18:  # a row sequence fits a 64-bit integer
+            raise ValueError(text)
+        return int(text)
     except (ValueError, UnicodeDecodeError):
         raise SpecInvalid(
             [ErrorDetail(("cursor",), "Expected a cursor from a previous page.")]

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted upload.")
     max_rows: int = Field(5_000_000, description="Most rows a data set may have.")
     max_features: int = Field(1_000_000, description="Most input values per row.")
+    max_classes: int = Field(100_000, description="Most classes a data set's labels may name.")
     max_layers: int = Field(200, description="Most layers in a spec.")
     max_units: int = Field(65_536, description="Most units in one dense layer.")
     max_epochs: int = Field(10_000, description="Most epochs a job may ask for.")

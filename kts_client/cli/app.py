@@ -27,10 +27,14 @@ app.command("train")(train.train)
 def root(
     ctx: typer.Context,
     url: str | None = typer.Option(
-        None, "--url", envvar="KTS_URL", help="Service URL [default: http://127.0.0.1:8000]"
+        None,
+        "--url",
+        envvar="KTS_URL",
+        metavar="URL",
+        help="Service URL [default: http://127.0.0.1:8000]",
     ),
     api_key: str | None = typer.Option(
-        None, "--api-key", envvar="KTS_API_KEY", help="API key (sent as a bearer token)"
+        None, "--api-key", envvar="KTS_API_KEY", metavar="KEY", help="API key (bearer token)"
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON objects, not tables."),
 ) -> None:
@@ -83,11 +87,14 @@ def main() -> int:
         print_api_error(exc)
         return 1
     except httpx.TransportError as exc:
-        stderr.print(f"error: cannot reach the service: {type(exc).__name__}: {exc}")
+        where = exc.request.url if exc._request is not None else "the service"
+        stderr.print(f"error: cannot reach {where}: {type(exc).__name__}: {exc}", markup=False)
         return 1
-    except (OSError, ValueError, TypeError, TimeoutError) as exc:
-        stderr.print(f"error: {exc}")
+    except (OSError, ValueError, TimeoutError) as exc:  # unreadable files, bad rows or spec
+        stderr.print(f"error: {exc}", markup=False, soft_wrap=True)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

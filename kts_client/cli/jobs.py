@@ -76,7 +76,10 @@ def show(ctx: typer.Context, job_id: str, json_out: JsonOpt = False) -> None:
     """One job."""
     with client(ctx) as kts:
         job = kts.get_job(job_id)
-    print_json(job) if wants_json(ctx, json_out) else show_job(job)
+    if wants_json(ctx, json_out):
+        print_json(job)
+    else:
+        show_job(job)
 
 
 @app.command("follow")

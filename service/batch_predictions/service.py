@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,8 +21,6 @@ from service.jobs.service import new_job
 from service.models.service import check_sampling
 from service.rows import BatchPrediction, Job, TrainedModel
 from service.settings import Settings
-
-SORTABLE = ("predictive_entropy", "mutual_information", "row")
 
 
 def create(
@@ -116,10 +115,16 @@ def page(
     table = _table(store, row, job)
     total = table.num_rows
     if sort:
-        column, descending = sort.lstrip("-"), sort.startswith("-")
-        if column not in table.column_names:
+        column, descending = sort.removeprefix("-"), sort.startswith("-")
+        scalar = [
+            name
+            for name in table.column_names
+            if pa.types.is_integer(table.schema.field(name).type)
+            or pa.types.is_floating(table.schema.field(name).type)
+        ]
+        if column not in scalar:  # per-output lists (mean, std, ...) have no order
             raise SpecInvalid(
-                [ErrorDetail(("sort",), f"Expected one of: {', '.join(SORTABLE)} (or with -).")]
+                [ErrorDetail(("sort",), f"Expected one of: {', '.join(scalar)} (or with -).")]
             )
         values = table.column(column).to_numpy()
         order = np.argsort(-values if descending else values, kind="stable")

@@ -36,11 +36,9 @@ def upload_dataset(
     if filename.endswith(".csv"):
         if not target:
             raise SpecInvalid([ErrorDetail(("target",), "Expected the label column's name.")])
-        arrays = parsing.parse_csv(data, target, task, settings.max_rows, settings.max_features)
+        arrays = parsing.parse_csv(data, target, task, parsing.Limits.of(settings))
     elif filename.endswith(".npz") or data[:2] == b"PK":
-        arrays = parsing.parse_npz(
-            data, settings.max_rows, settings.max_features, settings.max_uncompressed_bytes
-        )
+        arrays = parsing.parse_npz(data, parsing.Limits.of(settings))
         if task == "regression":
             arrays = Arrays(arrays.X, arrays.y.astype("float32"))
     else:

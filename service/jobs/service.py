@@ -4,6 +4,7 @@ import hashlib
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.artifacts import ArtifactStore
@@ -100,23 +101,36 @@ def create_job(
     """Add a queued job; with a known idempotency key, return the first job instead."""
     digest = spec_hash(spec)
     if idempotency_key is not None:
-        idempotency_key = f"{tenant}:{idempotency_key}"  # keys of two tenants never meet
-        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        idempotency_key = f"{tenant}:{idempotency_key}"  # tenant names hold no ":"
+        existing = _idempotent(session, idempotency_key, digest)
         if existing is not None:
-            if existing.request_hash != digest:
-                raise Conflict("This Idempotency-Key was used with a different body.")
             return existing, False
-    job = new_job(
-        session,
-        tenant,
-        spec.name or "job",
-        "train",
-        spec.model_dump(mode="json"),
-        plan.epochs,
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-    )
+    try:
+        job = new_job(
+            session,
+            tenant,
+            spec.name or "job",
+            "train",
+            spec.model_dump(mode="json"),
+            plan.epochs,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+        )
+    except IntegrityError:  # a concurrent request with the same key won the race
+        session.rollback()
+        existing = _idempotent(session, idempotency_key, digest) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
     return job, True
+
+
+def _idempotent(session: Session, key: str, digest: str) -> Job | None:
+    """The job first made with this key (409 when it was made from another body)."""
+    existing = session.scalar(select(Job).where(Job.idempotency_key == key))
+    if existing is not None and existing.request_hash != digest:
+        raise Conflict("This Idempotency-Key was used with a different body.")
+    return existing
 
 
 def new_job(

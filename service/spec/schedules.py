@@ -21,9 +21,11 @@ class Exponential(Strict):
 
 class Piecewise(Strict):
     type: Literal["piecewise"] = Field(description="Constant rates between step boundaries.")
-    boundaries: list[int] = Field(min_length=1, description="Increasing optimizer steps.")
+    boundaries: list[int] = Field(
+        min_length=1, max_length=10_000, description="Increasing optimizer steps."
+    )
     values: list[Annotated[FiniteFloat, Field(gt=0)]] = Field(
-        description="Rates; one more than boundaries."
+        max_length=10_001, description="Rates; one more than boundaries."
     )
 
     @model_validator(mode="after")

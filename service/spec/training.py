@@ -65,7 +65,11 @@ class ModelSpec(Strict):
     normalize_inputs: bool = Field(
         True, description="Start the model with a Normalization layer adapted on training rows."
     )
-    layers: list[LayerSpec] = Field(min_length=1, description="The layers, input to output.")
+    layers: list[LayerSpec] = Field(
+        min_length=1,
+        max_length=10_000,
+        description="The layers, input to output (KTS_MAX_LAYERS bounds them further).",
+    )
 
 
 class EarlyStopping(Strict):

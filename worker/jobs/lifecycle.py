@@ -7,6 +7,7 @@ A kind's runner receives a `JobRun` and returns what happened ("succeeded", "can
 """
 
 import logging
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -118,6 +119,18 @@ class JobRun:
         return "lease_lost"  # another worker holds the job: write nothing
 
 
+PATH = re.compile(r"(/[\w.@+-]+){2,}/?")
+
+
+def user_message(exc: BaseException, job_id: str) -> str:
+    """What failed, in the user's terms: the error's kind and first line, without server paths
+    or framework traces (those go to the worker's log with the job id)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = PATH.sub("<path>", first)[:300]
+    detail = f": {first}" if first else ""
+    return f"{type(exc).__name__}{detail}. The worker's log has the full error (job {job_id})."
+
+
 Runner = Callable[[JobRun], str]
 RUNNERS: dict[str, Runner] = {}
 
@@ -144,7 +157,7 @@ def run_job(ctx: WorkerContext, job_id: str, owner: str | None = None) -> str:
     except (JobFailed, ApiError) as exc:  # ApiError: the data changed under a queued job
         error = {"code": exc.code, "message": exc.message[:1000]}
     except Exception as exc:
-        log.exception("job %s failed", job_id)
-        error = {"code": "training_error", "message": f"{type(exc).__name__}: {str(exc)[:1000]}"}
+        log.exception("job %s failed", job_id)  # the traceback, for operators
+        error = {"code": "training_error", "message": user_message(exc, job_id)}
     finish(ctx, job_id, owner, status="failed", error=error)
     return "failed"
