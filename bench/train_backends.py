@@ -18,6 +18,7 @@ python bench/train_backends.py [--epochs 3] [--rows 60000] [--keep-log PATH]
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -157,6 +158,20 @@ def print_log_problems(problems: list[str], benign: int) -> None:
         print(f"    {line[:300]}")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def embedded_worker_pid(log_path: Path) -> int | None:
+    """The embedded worker's pid, as `kts serve` logs it at start."""
+    match = re.search(
+        r"embedded worker started \(pid (\d+)\)", log_path.read_text(errors="replace")
+    )
+    return int(match.group(1)) if match else None
+
+
 def wait_job(base: str, job_id: str, poll: float) -> dict[str, Any]:
     import httpx
 
@@ -194,14 +209,16 @@ def raw_fit(data_path: str, epochs: int) -> dict[str, Any]:
             super().__init__()
             self.seconds: list[float] = []
             self.losses: list[float] = []
-            self.started = 0.0
+            self.cpu_seconds: list[float] = []
+            self.started = (0.0, 0.0)
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.started = time.perf_counter()
+            self.started = (time.perf_counter(), time.process_time())
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             self.losses.append(float((logs or {})["loss"]))  # waits for the last step
-            self.seconds.append(time.perf_counter() - self.started)
+            self.seconds.append(time.perf_counter() - self.started[0])
+            self.cpu_seconds.append(time.process_time() - self.started[1])
 
     with np.load(data_path) as data:
         X, y = data["X"], data["y"]
@@ -224,13 +241,15 @@ def raw_fit(data_path: str, epochs: int) -> dict[str, Any]:
         metrics=["accuracy"],
     )
     timer = EpochTimer()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     model.fit(X, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[timer])
     return {
         "backend": keras.backend.backend(),
         "seconds": timer.seconds,
         "losses": timer.losses,
         "fit_seconds": time.perf_counter() - started,
+        "fit_cpu_seconds": time.process_time() - cpu_started,
+        "cpu_seconds": timer.cpu_seconds,
     }
 
 
@@ -280,16 +299,19 @@ def run_service(
         warm.raise_for_status()
         job = wait_job(base, warm.json()["id"], poll=0.25)
         print(f"  warm-up job: {job['status']}, engine {job['engine']}", flush=True)
+        worker = embedded_worker_pid(log_path)
         for label, extra in (
             ("service, engine auto", {}),
             ("service, engine fit", {"engine": "fit"}),
         ):
+            cpu = process_cpu_seconds(worker) if worker else float("nan")
             started = time.perf_counter()
             r = httpx.post(f"{base}/v1/jobs", json={**spec_base, **extra}, timeout=60)
             r.raise_for_status()
             job = wait_job(base, r.json()["id"], poll=0.2)
             wall = time.perf_counter() - started
-            results.append({"label": label, "job": job, "wall": wall})
+            cpu = process_cpu_seconds(worker) - cpu if worker else float("nan")
+            results.append({"label": label, "job": job, "wall": wall, "cpu": cpu})
             print(f"  {label}: {job['status']}, engine {job['engine']}, {wall:.2f} s", flush=True)
         problems = log_problems(log_path)
     return results, problems
@@ -328,7 +350,9 @@ def main() -> None:
                     "engine": "fit",
                     "seconds": raw["seconds"],
                     "loss": raw["losses"][-1],
+                    "cpu_epochs": raw["cpu_seconds"],
                     "wall": raw["fit_seconds"],
+                    "cpu": raw["fit_cpu_seconds"],
                     "wall_note": "fit call",
                 }
             )
@@ -343,7 +367,9 @@ def main() -> None:
                 "engine": job.get("engine"),
                 "seconds": [s for s in history.get("epoch_seconds", []) if s is not None],
                 "loss": (history.get("loss") or [float("nan")])[-1],
+                "cpu_epochs": [],
                 "wall": item["wall"],
+                "cpu": item["cpu"],
                 "wall_note": "submit -> " + job["status"],
                 "status": job["status"],
                 "error": job.get("error"),
@@ -352,17 +378,26 @@ def main() -> None:
     load_end = load_average()
 
     print()
-    header = f"{'what':<27}{'engine':<10}{'s/epoch':>9}  {'epochs (s)':<26}{'final loss':>11}"
-    print(header + f"{'wall s':>9}  wall is")
+    print(
+        f"{'what':<27}{'engine':<10}{'s/epoch':>9}  {'epochs (s)':<26}{'final loss':>11}"
+        f"{'cpu s/ep':>10}{'wall s':>9}{'cpu s':>9}  wall and cpu s are"
+    )
     for row in rows:
         per = after_first(row["seconds"]) if row["seconds"] else float("nan")
+        cpu_per = after_first(row["cpu_epochs"]) if row["cpu_epochs"] else float("nan")
         epochs = ", ".join(f"{s:.3f}" for s in row["seconds"])
         print(
             f"{row['what']:<27}{row['engine'] or '-':<10}{per:>9.3f}  {epochs:<26}"
-            f"{row['loss']:>11.4f}{row['wall']:>9.2f}  {row['wall_note']}"
+            f"{row['loss']:>11.4f}{cpu_per:>10.3f}{row['wall']:>9.2f}{row['cpu']:>9.2f}  "
+            f"{row['wall_note']}"
         )
         if row.get("error"):
             print(f"    job error: {row['error']}")
+    print(
+        "s/epoch: median of the epochs after the first (wall); cpu s/ep: the same in CPU "
+        "seconds of the process (raw runs only); cpu s: CPU seconds of the fit call, or of the "
+        "embedded worker process from submit to the end of the job"
+    )
     per_epoch = {
         r["what"]: after_first(r["seconds"]) if r["seconds"] else float("nan") for r in rows
     }

@@ -194,9 +194,7 @@ class AsyncClient:
         """Stream the model file to `path` (a folder: the server's file name in it)."""
         op = _ops.download(model_ref, format, quantize)
         args = op.request_args()
-        async with self._http.stream(
-            op.method, op.path, timeout=_ops.SLOW_TIMEOUT, **args
-        ) as r:
+        async with self._http.stream(op.method, op.path, timeout=_ops.SLOW_TIMEOUT, **args) as r:
             if r.status_code >= 400:
                 await r.aread()
                 raise_for_error(r)

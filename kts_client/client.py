@@ -54,7 +54,11 @@ class Client:
     # --- data sets ----------------------------------------------------------------------------
 
     def upload_dataset(
-        self, data: Any, *, target: str | None = None, name: str | None = None,
+        self,
+        data: Any,
+        *,
+        target: str | None = None,
+        name: str | None = None,
         task: str | None = None,
     ) -> DatasetRead:
         """Upload (X, y) arrays, a DataFrame (with `target`), or a .npz/.csv file path."""
@@ -149,8 +153,14 @@ class Client:
         return self._run(_ops.get_model(model_ref))
 
     def list_models(
-        self, *, name: str | None = None, tag: str | None = None, alias: str | None = None,
-        job_id: str | None = None, limit: int | None = None, cursor: str | None = None,
+        self,
+        *,
+        name: str | None = None,
+        tag: str | None = None,
+        alias: str | None = None,
+        job_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> Page[ModelRead]:
         """A page of models, newest first; `tag` is "KEY:VALUE"."""
         return self._run(_ops.list_models(name, tag, alias, job_id, limit, cursor))
@@ -172,7 +182,10 @@ class Client:
         self._run(_ops.delete_model(model_ref))
 
     def download_model(
-        self, model_ref: str, path: str | os.PathLike[str], format: ExportFormat = "keras",
+        self,
+        model_ref: str,
+        path: str | os.PathLike[str],
+        format: ExportFormat = "keras",
         quantize: str | None = None,
     ) -> Path:
         """Stream the model file to `path` (a folder: the server's file name in it)."""
@@ -189,8 +202,13 @@ class Client:
         return target
 
     def predict(
-        self, model_ref: str, X: Any, mc_samples: int = 0, seed: int | None = None,
-        return_samples: bool = False, interval: float | None = None,
+        self,
+        model_ref: str,
+        X: Any,
+        mc_samples: int = 0,
+        seed: int | None = None,
+        return_samples: bool = False,
+        interval: float | None = None,
     ) -> Prediction:
         """Predict rows `X` (sent as one .npy body); with `mc_samples` > 0, MC Dropout."""
         options = _ops.predict_options(mc_samples, seed, return_samples, interval)

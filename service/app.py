@@ -12,6 +12,7 @@ from service.jobs import endpoints as jobs
 from service.models import endpoints as models
 from service.openapi import install_openapi
 from service.queue import make_celery
+from service.serving import endpoints as serving
 from service.settings import Settings, get_settings
 from service.workers import endpoints as workers
 
@@ -32,6 +33,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.require_auth = settings.require_auth is not False
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, datasets, jobs, models, batch_predictions, workers):
+    for module in (health, datasets, jobs, models, batch_predictions, workers, serving):
         app.include_router(module.router)
     return app

@@ -1,10 +1,11 @@
 """The OpenAPI document that generated clients can trust.
 
 FastAPI's generated schema is post-processed once, at the app level (the routes stay as they
-are): the real error body (`ErrorResponse`) on every 4xx/5xx an operation can answer, the bearer
-key scheme on every route that takes a tenant, a schema for each 2xx that FastAPI cannot infer
-(hand-built JSON, the SSE stream, file downloads, typed list pages), and the examples of
-examples/*.json on the training-spec request body.
+are): the real error body (`ErrorResponse`) on every 4xx/5xx an operation can answer (a
+readiness route's 503 is its own body), the bearer key scheme on every route that takes a
+tenant, a schema for each 2xx that FastAPI cannot infer (hand-built JSON, the SSE stream, file
+downloads, typed list pages), and the examples of examples/*.json on the training-spec body.
+A route's own response_model, or its own error model, always wins over what is added here.
 """
 
 import copy
@@ -24,6 +25,7 @@ from service.deps import SessionDep
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 REF = "#/components/schemas/"
+VALIDATION = REF + "HTTPValidationError"
 _TENANT = get_args(TenantDep)[1].dependency
 _SESSION = get_args(SessionDep)[1].dependency
 
@@ -223,14 +225,13 @@ SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
         },
     ),
 }
-READY = _json("Readiness")
 FILES = {"/v1/models/{model_id}/artifact", "/v1/batch-predictions/{batch_id}/results"}
 
 ERRORS: dict[str, tuple[str, tuple[str, str] | None]] = {
     "400": ("The body is not valid JSON (`invalid_json`); the message says where.", None),
     "401": (
         "An API key is required and missing, unknown or revoked (`unauthorized`).",
-        ("WWW-Authenticate", "Bearer"),
+        ("WWW-Authenticate", "`Bearer`: send an API key."),
     ),
     "404": ("No such id for this tenant (`not_found`).", None),
     "409": (
@@ -319,21 +320,39 @@ def _finish_success(method: str, path: str, op: dict[str, Any]) -> None:
         response["headers"] = copy.deepcopy(_ATTACHMENT)
 
 
+def _readiness(path: str, op: dict[str, Any], calls: set[Any]) -> None:
+    """A readiness route (its path ends in /ready or /readyz) answers 503 with its own body when
+    not ready, and the error body when the database it reads is down."""
+    own = _json_schema(_success(op))
+    if not path.endswith(("/ready", "/readyz")) or not own:
+        return
+    declared = op["responses"].get("503", {})  # the route's own words, if it gave them
+    text = declared["description"] if _json_schema(declared) == own else "Not ready (see why)."
+    schema = own
+    if calls & {_TENANT, _SESSION}:
+        text += " The error body when the database is unavailable."
+        schema = {"anyOf": [own, _ref("ErrorResponse")]}
+    op["responses"]["503"] = {
+        "description": text,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
 def _finish_operation(method: str, path: str, op: dict[str, Any], dependant: Any) -> None:
     calls = _dependency_calls(dependant) if dependant is not None else set()
+    _finish_success(method, path, op)
     responses: dict[str, Any] = op.setdefault("responses", {})
     for status, response in list(responses.items()):
-        if status[0] in "45":  # FastAPI's own 422 names HTTPValidationError: replace it
+        # FastAPI's own 422 names HTTPValidationError; a route's own error model stays
+        if status[0] in "45" and _json_schema(response).get("$ref") in (None, VALIDATION):
             keep = response.get("description") if status not in ERRORS else None
             responses[status] = _error_response(status, keep)
     for status in _error_statuses(method, path, op, calls):
         responses.setdefault(status, _error_response(status))
-    if (method, path) == ("get", "/readyz"):  # readiness answers its checks, not an error
-        responses["503"] = {"description": "A check failed: it says why.", "content": READY}
+    _readiness(path, op, calls)
     if _TENANT in calls:
         op["security"] = [{"bearerAuth": []}]
-    _finish_success(method, path, op)
-    op["responses"] = dict(sorted(responses.items()))
+    op["responses"] = dict(sorted(op["responses"].items()))
 
 
 def _item_ref(paths: dict[str, Any], path: str) -> str | None:

@@ -154,15 +154,25 @@ def test_upload_numpy_dataframe_csv_and_npz(kts: Client, tmp_path: Path) -> None
     regression = kts.upload_dataset(npz_path, task="regression")
     assert regression.task == "regression" and regression.n_classes is None
 
-    pd = pytest.importorskip("pandas")
-    frame = pd.DataFrame(X[:30, :3], columns=["a", "b", "c"]).assign(kind=["x", "y", "z"] * 10)
-    from_frame = kts.upload_dataset(frame, target="kind", name="frame")
-    assert from_frame.n_samples == 30 and from_frame.class_names == ["x", "y", "z"]
-
     assert kts.get_dataset(arrays.id) == arrays
     listed = kts.list_datasets(limit=2)
     assert len(listed.items) == 2 and listed.next_cursor is not None
-    assert kts.list_datasets(limit=200).items[-1].id == arrays.id
+    following = kts.list_datasets(limit=2, cursor=listed.next_cursor)
+    assert {d.id for d in following.items}.isdisjoint({d.id for d in listed.items})
+
+
+def test_upload_a_dataframe(kts: Client) -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(DIGITS.data[:30, :3], columns=["a", "b", "c"])
+    labelled = frame.assign(kind=["x", "y", "z"] * 10)
+    from_frame = kts.upload_dataset(labelled, target="kind", name="frame")
+    assert from_frame.n_samples == 30 and from_frame.input_shape == [3]
+    assert from_frame.class_names == ["x", "y", "z"] and from_frame.name == "frame"
+    numeric = frame.assign(target=DIGITS.target[:30])
+    assert kts.upload_dataset(numeric, target="target").n_classes == 10
+    with pytest.raises(ValidationFailed) as caught:
+        kts.upload_dataset(frame, target="missing")
+    assert caught.value.details[0][0] == ("target",)
 
 
 def test_upload_refused_with_typed_errors(kts: Client, tmp_path: Path) -> None:
@@ -265,8 +275,9 @@ class DroppingProxy:
     """A TCP proxy to the service that cuts its first connection right after the first
     `progress` event, as a network would; it records each request's headers."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, strip_resume: bool = False) -> None:
         self.upstream_port = upstream_port
+        self.strip_resume = strip_resume
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.requests: list[bytes] = []
@@ -281,6 +292,12 @@ class DroppingProxy:
             cut = not self.requests
             head = down.recv(65536)
             self.requests.append(head)
+            if self.strip_resume:  # a server (or proxy) that ignores Last-Event-ID
+                head = b"\r\n".join(
+                    line
+                    for line in head.split(b"\r\n")
+                    if not line.lower().startswith(b"last-event-id:")
+                )
             up = socket.create_connection(("127.0.0.1", self.upstream_port))
             up.sendall(head)
             threading.Thread(target=self._pipe, args=(up, down, cut), daemon=True).start()
@@ -302,10 +319,13 @@ class DroppingProxy:
         self.listener.close()
 
 
+@pytest.mark.parametrize("resume", ["last-event-id", "replayed"])
 def test_follow_resumes_after_a_dropped_connection(
-    service: LiveService, trained: dict[str, Any]
+    service: LiveService, trained: dict[str, Any], resume: str
 ) -> None:
-    proxy = DroppingProxy(service.port)
+    """Each epoch once, then done: the server skips what Last-Event-ID says was sent, or
+    (header dropped on the way) replays from epoch 1 and the client skips the repeats."""
+    proxy = DroppingProxy(service.port, strip_resume=resume == "replayed")
     try:
         with Client(proxy.url) as client:
             events = list(client.follow(trained["job"].id))

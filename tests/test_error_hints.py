@@ -80,9 +80,7 @@ HINTS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "body", "loc", "hint"), HINTS, ids=[case for case, *_ in HINTS]
-)
+@pytest.mark.parametrize(("case", "body", "loc", "hint"), HINTS, ids=[case for case, *_ in HINTS])
 def test_a_refusal_suggests_the_closest_name(
     client: TestClient, case: str, body: dict[str, Any], loc: list[Any], hint: str
 ) -> None:

@@ -38,7 +38,7 @@ def test_every_package_is_listed() -> None:
         "Expected every folder with an __init__.py to be in [tool.setuptools] packages of "
         f"pyproject.toml. Received: missing={missing}"
     )
-    assert {"service", "worker", "inference"} <= listed
+    assert {"service", "worker", "inference", "kts_client", "kts_client.cli"} <= listed
 
 
 def test_every_listed_package_exists() -> None:

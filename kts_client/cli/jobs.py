@@ -40,10 +40,17 @@ def list_jobs(
         print_json(page)
         return
     rows = [
-        (j.id, j.name, j.kind, j.status, f"{j.progress.epoch}/{j.progress.epochs}",
-         j.model_id or "-", when(j.created_at))
+        (
+            j.id,
+            j.name,
+            j.kind,
+            j.status,
+            f"{j.progress.epoch}/{j.progress.epochs}",
+            j.model_id or "-",
+            when(j.created_at),
+        )
         for j in page.items
-    ]  # fmt: skip
+    ]
     table(["id", "name", "kind", "status", "epoch", "model", "created"], rows)
     next_page(page)
 
@@ -133,13 +140,22 @@ def diagnostics(
     _layers(chosen[0])
 
 
+LAYER_KEYS = [
+    "gradient_norm",
+    "weight_norm",
+    "activation_mean",
+    "activation_std",
+    "saturated_fraction",
+    "dead_fraction",
+]
+LAYER_COLUMNS = ["layer", "class", "activation", "grad", "weight", "act mean", "act std"]
+LAYER_COLUMNS += ["saturated", "dead"]
+
+
 def _layers(record: dict[str, Any]) -> None:
-    keys = ("gradient_norm", "weight_norm", "activation_mean", "activation_std")
-    keys += ("saturated_fraction", "dead_fraction")
     rows = [
-        (x.get("name"), x.get("class_name"), x.get("activation") or "-",
-         *(number(x.get(k)) for k in keys))
+        [x.get("name"), x.get("class_name"), x.get("activation") or "-"]
+        + [number(x.get(k)) for k in LAYER_KEYS]
         for x in record.get("layers", [])
-    ]  # fmt: skip
-    names = ["layer", "class", "activation", "grad", "weight", "act mean", "act std"]
-    table([*names, "saturated", "dead"], rows, title=f"epoch {record['epoch']}")
+    ]
+    table(LAYER_COLUMNS, rows, title=f"epoch {record['epoch']}")

@@ -52,11 +52,16 @@ def list_models(
         print_json(page)
         return
     rows = [
-        (m.id, _name(m), ", ".join(getattr(m, "aliases", []) or []) or "-",
-         ", ".join(f"{k}={v}" for k, v in (getattr(m, "tags", {}) or {}).items()) or "-",
-         m.task, when(m.created_at))
+        (
+            m.id,
+            _name(m),
+            ", ".join(getattr(m, "aliases", []) or []) or "-",
+            ", ".join(f"{k}={v}" for k, v in (getattr(m, "tags", {}) or {}).items()) or "-",
+            m.task,
+            when(m.created_at),
+        )
         for m in page.items
-    ]  # fmt: skip
+    ]
     table(["id", "name", "aliases", "tags", "task", "created"], rows)
     next_page(page)
 
@@ -75,7 +80,10 @@ def show(ctx: typer.Context, ref: Ref, json_out: JsonOpt = False) -> None:
             ("name", _name(model)),
             ("aliases", ", ".join(getattr(model, "aliases", []) or []) or "-"),
             ("tags", getattr(model, "tags", {}) or {}),
-            ("task", f"{model.task} ({model.n_classes} classes)" if model.n_classes else model.task),
+            (
+                "task",
+                f"{model.task} ({model.n_classes} classes)" if model.n_classes else model.task,
+            ),
             ("input shape", model.input_shape),
             ("backend", model.backend),
             ("job", model.job_id or "-"),
@@ -102,17 +110,21 @@ def predict(
     out: Annotated[Path | None, typer.Option("--out", help="Write .csv or .parquet.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Predict rows, with mean ± std per output under --mc N."""
+    """Predict rows: class, probability ± std and entropies (classifiers) or mean ± std per
+    output under --mc N; every output with --out or --json."""
     X = rowio.read_rows(rows)
     with client(ctx) as kts:
-        pred = kts.predict(ref, X, mc_samples=mc, seed=seed, interval=interval)
+        model = kts.get_model(ref)  # its task, and an alias resolved once for both calls
+        pred = kts.predict(model.id, X, mc_samples=mc, seed=seed, interval=interval)
     if out is not None:
         rowio.write_predictions(pred, out)
         stdout.print(f"wrote {len(pred)} rows to {out}", soft_wrap=True)
     elif wants_json(ctx, json_out):
         print_json(rowio.as_json(pred))
+    elif model.task == "classification":
+        table(*rowio.classifier_rows(pred, getattr(model, "class_names", None)))
     else:
-        table(rowio.headers(pred), [[str(i), *rowio.cells(pred, i)] for i in range(len(pred))])
+        table(*rowio.output_rows(pred))
 
 
 @app.command("download")

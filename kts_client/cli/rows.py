@@ -71,30 +71,42 @@ def as_json(pred: Prediction) -> dict[str, Any]:
     return out
 
 
-def cells(pred: Prediction, row: int) -> list[str]:
-    """One row of the table: class and entropies, then mean ± std per output."""
-    out = []
-    if pred.classes is not None:
-        out.append(str(pred.classes[row]))
-    for measure in (pred.predictive_entropy, pred.mutual_information):
-        if measure is not None:
-            out.append(f"{measure[row]:.4f}")
-    mean = pred.mean[row].reshape(-1)
-    std = None if pred.std is None else pred.std[row].reshape(-1)
-    for i, m in enumerate(mean):
-        text = f"{m:.4f}" if std is None else f"{m:.4f} ± {std[i]:.4f}"
-        if pred.lower is not None and pred.upper is not None:
-            text += f" [{pred.lower[row].reshape(-1)[i]:.4f}, {pred.upper[row].reshape(-1)[i]:.4f}]"
-        out.append(text)
-    return out
+def _pm(mean: float, std: float | None) -> str:
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
-def headers(pred: Prediction) -> list[str]:
-    """The table's column names, matching `cells`."""
-    out = ["row"]
-    out += ["class"] if pred.classes is not None else []
-    out += ["entropy"] if pred.predictive_entropy is not None else []
-    out += ["mutual info"] if pred.mutual_information is not None else []
-    outputs = int(np.prod(pred.mean.shape[1:])) if pred.mean.ndim > 1 else 1
-    label = "mean ± std" if pred.std is not None else "output"
-    return out + [f"{label} {i}" for i in range(outputs)]
+def classifier_rows(
+    pred: Prediction, class_names: list[str] | None
+) -> tuple[list[str], list[list[str]]]:
+    """Per row: the class, its probability (± std under MC Dropout) and the uncertainties."""
+    classes = pred.classes if pred.classes is not None else pred.mean.argmax(axis=1)
+    head = ["row", "class", "p ± std" if pred.std is not None else "p"]
+    extra = [
+        m for m in ("predictive_entropy", "mutual_information") if getattr(pred, m) is not None
+    ]
+    rows = []
+    for i, c in enumerate(classes.tolist()):
+        std = None if pred.std is None else float(pred.std[i, c])
+        label = class_names[c] if class_names and c < len(class_names) else str(c)
+        cells = [str(i), label, _pm(float(pred.mean[i, c]), std)]
+        rows.append(cells + [f"{getattr(pred, m)[i]:.4f}" for m in extra])
+    return head + [m.replace("_", " ") for m in extra], rows
+
+
+def output_rows(pred: Prediction) -> tuple[list[str], list[list[str]]]:
+    """Per row and output: mean ± std, with the interval when asked for."""
+    mean = pred.mean.reshape(len(pred), -1)
+    std = None if pred.std is None else pred.std.reshape(len(pred), -1)
+    lower = None if pred.lower is None else pred.lower.reshape(len(pred), -1)
+    upper = None if pred.upper is None else pred.upper.reshape(len(pred), -1)
+    rows = []
+    for i in range(len(pred)):
+        cells = [str(i)]
+        for j in range(mean.shape[1]):
+            text = _pm(float(mean[i, j]), None if std is None else float(std[i, j]))
+            if lower is not None and upper is not None:
+                text += f" [{lower[i, j]:.4f}, {upper[i, j]:.4f}]"
+            cells.append(text)
+        rows.append(cells)
+    label = "mean ± std" if std is not None else "output"
+    return ["row", *(f"{label} {j}" for j in range(mean.shape[1]))], rows

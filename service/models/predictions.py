@@ -95,17 +95,34 @@ def _invalid(message: str) -> SpecInvalid:
 
 
 def predict_rows(state: Any, row: TrainedModel, X: np.ndarray, options: PredictOptions) -> Any:
-    """Plain outputs (rows x outputs), or one dict of MC statistics per row."""
+    """Plain outputs (rows x outputs), or one dict of MC statistics per row (with
+    `class_name` beside `class` when the model has class names)."""
     predictor = get_predictor(state, row)
     if options.mc_samples == 0:
         return predictor.predict(X)
-    return predictor.predict_mc(
+    rows = predictor.predict_mc(
         X,
         options.mc_samples,
         options.seed,
         return_samples=options.return_samples,
         interval=options.interval,
     )
+    return with_class_names(rows, row.class_names)
+
+
+def with_class_names(rows: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
+    """Each MC row with `class_name` right after `class` (null for an index past the names)."""
+    if not names:
+        return rows
+    out = []
+    for row in rows:
+        named: dict[str, Any] = {}
+        for key, value in row.items():
+            named[key] = value
+            if key == "class":
+                named["class_name"] = names[value] if 0 <= value < len(names) else None
+        out.append(named)
+    return out
 
 
 _export_lock = threading.Lock()

@@ -28,7 +28,7 @@ def resolve(session: Session, ref: str, tenant: str | None) -> TrainedModel | No
         return session.scalar(query.where(TrainedModel.id == ref))
     name, selector = ref.rsplit("@", 1)
     query = query.where(TrainedModel.name == name)
-    if selector.isdigit():
+    if selector.isdecimal() and selector.isascii():
         return session.scalar(query.where(TrainedModel.version == int(selector)))
     if selector == "latest":
         return session.scalar(query.order_by(TrainedModel.version.desc()).limit(1))
