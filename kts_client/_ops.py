@@ -20,7 +20,7 @@ from kts_client.errors import raise_for_error
 from kts_client.prediction import Prediction
 from service.datasets.schemas import DatasetRead
 from service.jobs.schemas import JobRead, ValidateResult
-from service.models.schemas import ModelRead, PredictOptions
+from service.models.schemas import ModelRead, PredictOptions, TagsUpdate
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -198,7 +198,7 @@ def delete_alias(ref: str, alias: str) -> Op[None]:
 
 
 def set_tags(ref: str, tags: Mapping[str, str]) -> Op[ModelRead]:
-    body = {"tags": dict(tags)}
+    body = TagsUpdate.model_construct(tags=dict(tags)).model_dump()
     return Op("PUT", f"/v1/models/{segment(ref)}/tags", _model(ModelRead), json=body)
 
 

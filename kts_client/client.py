@@ -11,7 +11,7 @@ import httpx
 from kts_client import _ops
 from kts_client._ops import ExportFormat, Op, Page
 from kts_client.data import SpecLike
-from kts_client.errors import raise_for_error
+from kts_client.errors import Unavailable, raise_for_error
 from kts_client.events import RETRIED, STREAM_TIMEOUT, FollowState, JobEvent
 from kts_client.prediction import Prediction
 from service.datasets.schemas import DatasetRead
@@ -112,15 +112,20 @@ class Client:
         self._run(_ops.delete_job(job_id))
 
     def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 1.0) -> JobRead:
-        """Poll until the job has ended and return it; TimeoutError after `timeout` seconds."""
+        """Poll until the job has ended (riding out 503s); TimeoutError after `timeout` s."""
         waiter = _ops.Waiter(job_id, timeout, poll)
-        while (job := self.get_job(job_id)).status not in _ops.TERMINAL:
+        while True:
+            try:
+                job = self.get_job(job_id)
+            except Unavailable:  # the database restarts: nothing is lost, ask again
+                time.sleep(waiter.pause("unavailable"))
+                continue
+            if job.status in _ops.TERMINAL:
+                return job
             time.sleep(waiter.pause(job.status))
-        return job
 
     def follow(self, job_id: str, *, max_retries: int = 10) -> Iterator[JobEvent]:
-        """Yield a ProgressEvent per epoch (each once), then a DoneEvent; reconnects with
-        Last-Event-ID when the connection drops."""
+        """Each epoch's ProgressEvent once, then a DoneEvent; reconnects with Last-Event-ID."""
         state = FollowState(job_id, max_retries)
         while not state.done:
             try:

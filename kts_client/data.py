@@ -35,9 +35,9 @@ def is_dataframe(data: Any) -> bool:
 
 @contextmanager
 def dataset_upload(data: Any, target: str | None) -> Iterator[tuple[str, IO[bytes]]]:
-    """The file name and stream of an upload: a path as is (streamed), arrays as a .npz, a
-    DataFrame as a .csv (the server then reads it as it reads any CSV: `target` is the label
-    column, non-numeric labels become classes)."""
+    """An upload's file name and stream: a path (streamed), arrays as .npz, a DataFrame as .csv."""
+    # A DataFrame goes as CSV so that the service reads it as any CSV: `target` names the label
+    # column and non-numeric labels become classes (with class_names).
     if isinstance(data, str | os.PathLike):
         path = Path(data)
         with path.open("rb") as f:

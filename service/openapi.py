@@ -66,6 +66,9 @@ class McPrediction(BaseModel):
     mean: Outputs
     std: Outputs
     class_: int | None = Field(None, alias="class", description="Classifiers: the argmax.")
+    class_name: str | None = Field(
+        None, description="Classifiers whose data set names its classes: class_names[class]."
+    )
     predictive_entropy: float | None = Field(None, description="Classifiers only.")
     mutual_information: float | None = Field(None, description="Classifiers only.")
     interval: PredictionInterval | None = Field(None, description="Regression with interval.")

@@ -3,6 +3,7 @@ LiveService: the real app under uvicorn and the worker's job life cycle)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,8 +48,10 @@ def model(service: LiveService, tmp_path_factory: pytest.TempPathFactory) -> dic
     spec.write_text(json.dumps(make_spec(epochs=2, name="cli-mlp")))
     done = kts(service, "train", str(spec), "--follow")
     assert done.returncode == 0, done.stdout + done.stderr
+    found = re.search(r"^job (\w+) succeeded$", done.stdout, re.MULTILINE)
+    assert found is not None, done.stdout
     with Client(service.url) as client:
-        job = client.list_jobs(limit=1).items[0]
+        job = client.get_job(found.group(1))
     assert job.status == "succeeded" and job.model_id is not None
     return {"id": job.model_id, "job_id": job.id, "output": done.stdout}
 

@@ -79,6 +79,13 @@ def keys(ctx: typer.Context) -> None:
     _server("keys", ctx.args)
 
 
+def _url_of(exc: httpx.TransportError) -> str:
+    try:
+        return str(exc.request.url)
+    except RuntimeError:  # raised without a request
+        return "the service"
+
+
 def main() -> int:
     """Run `kts`; API errors exit 1 with their code, message and field paths."""
     try:
@@ -87,8 +94,11 @@ def main() -> int:
         print_api_error(exc)
         return 1
     except httpx.TransportError as exc:
-        where = exc.request.url if exc._request is not None else "the service"
-        stderr.print(f"error: cannot reach {where}: {type(exc).__name__}: {exc}", markup=False)
+        stderr.print(
+            f"error: cannot reach {_url_of(exc)}: {type(exc).__name__}: {exc}",
+            markup=False,
+            soft_wrap=True,
+        )
         return 1
     except (OSError, ValueError, TimeoutError) as exc:  # unreadable files, bad rows or spec
         stderr.print(f"error: {exc}", markup=False, soft_wrap=True)

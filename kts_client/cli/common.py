@@ -28,6 +28,8 @@ CursorOpt = Annotated[str | None, typer.Option("--cursor", help="next_cursor of 
 
 @dataclass(frozen=True)
 class State:
+    """The global options: where the service is, the key, and JSON output."""
+
     url: str | None
     api_key: str | None
     json: bool

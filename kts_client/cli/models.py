@@ -110,8 +110,7 @@ def predict(
     out: Annotated[Path | None, typer.Option("--out", help="Write .csv or .parquet.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Predict rows: class, probability ± std and entropies (classifiers) or mean ± std per
-    output under --mc N; every output with --out or --json."""
+    """Predict rows: class, p ± std, entropies (classifiers) or mean ± std; all with --out."""
     X = rowio.read_rows(rows)
     with client(ctx) as kts:
         model = kts.get_model(ref)  # its task, and an alias resolved once for both calls
