@@ -9,6 +9,7 @@ from service.datasets import endpoints as datasets
 from service.db import make_engine, make_session_factory
 from service.errors import install_error_handlers
 from service.jobs import endpoints as jobs
+from service.limits import BodyLimit
 from service.models import endpoints as models
 from service.openapi import install_openapi
 from service.queue import make_celery
@@ -35,4 +36,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     for module in (health, datasets, jobs, models, batch_predictions, workers, serving):
         app.include_router(module.router)
+    app.add_middleware(BodyLimit, settings=settings)
     return app

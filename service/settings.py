@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         2 * 1024**3, description="Largest uncompressed size of an uploaded .npz archive."
     )
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted upload.")
+    max_body_bytes: int = Field(
+        1024 * 1024, description="Largest JSON body of the other routes (specs, requests)."
+    )
+    max_predict_bytes: int = Field(
+        128 * 1024 * 1024, description="Largest body of a predict request (JSON or .npy)."
+    )
     max_rows: int = Field(5_000_000, description="Most rows a data set may have.")
     max_features: int = Field(1_000_000, description="Most input values per row.")
     max_classes: int = Field(100_000, description="Most classes a data set's labels may name.")

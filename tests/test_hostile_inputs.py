@@ -120,3 +120,26 @@ def test_concurrent_submits_with_one_idempotency_key_make_one_job(
         assert {status for status, _ in answers} == {202}, answers
         assert len({job for _, job in answers}) == 1
         assert len(client.get("/v1/jobs").json()["items"]) == 1
+
+
+def test_bodies_over_their_route_limit_are_413_before_being_read(tmp_path: Path) -> None:
+    settings = sqlite_settings(tmp_path, max_body_bytes=10_000, max_predict_bytes=50_000)
+    upgrade_database(settings.resolved_database_url())
+    with TestClient(create_app(settings)) as client:
+        spec = make_spec(name="x" * 100, model={"layers": [{"type": "flatten"}] * 2000})
+        r = client.post("/v1/jobs", json=spec)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+        def chunks() -> "object":  # no Content-Length: counted as it streams
+            for _ in range(100):
+                yield b"[" * 1000
+
+        r = client.post(
+            "/v1/jobs/validate", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413
+        r = client.post("/v1/models/abc/predict", content=b"0" * 60_000)
+        assert r.status_code == 413
+        r = client.post("/v1/models/abc/predict", json={"instances": [[0.0]]})
+        assert r.status_code == 404  # under the limit: read and answered as usual
+        assert client.get("/healthz").status_code == 200
