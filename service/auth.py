@@ -1,6 +1,7 @@
 """API keys and tenants: every data set, job and model belongs to the tenant of its key."""
 
 import hashlib
+import re
 import secrets
 from typing import Annotated
 
@@ -23,8 +24,20 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class TenantInvalid(ValueError):
+    pass
+
+
 def create_key(session: Session, tenant: str) -> str:
     """Store a new key for `tenant` (hashed) and return it: it is shown only this once."""
+    if not TENANT.match(tenant):
+        raise TenantInvalid(
+            "Expected a tenant name of 1 to 64 lower-case letters, digits, _ and -, starting "
+            f"with a letter or digit. Received: {tenant[:100]!r}"
+        )
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     session.add(ApiKey(tenant=tenant, key_hash=hash_key(key), prefix=key[:12]))
     session.flush()

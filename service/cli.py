@@ -187,7 +187,7 @@ def migrate(_args: argparse.Namespace) -> int:
 def keys(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from service.auth import create_key
+    from service.auth import TenantInvalid, create_key
     from service.db import make_engine, make_session_factory, upgrade_database
     from service.rows import ApiKey, utcnow
 
@@ -197,7 +197,11 @@ def keys(args: argparse.Namespace) -> int:
         upgrade_database(url)
     with make_session_factory(make_engine(url))() as session:
         if args.action == "create":
-            key = create_key(session, args.tenant)
+            try:
+                key = create_key(session, args.tenant)
+            except TenantInvalid as exc:
+                print(f"kts: {exc}", file=sys.stderr)
+                return 2
             session.commit()
             print(key)
         elif args.action == "list":

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.auth import create_key
+from service.db import make_engine, make_session_factory
 from service.settings import Settings
 from tests.conftest import make_spec
 from worker.context import WorkerContext
@@ -141,3 +142,12 @@ def test_serving_off_loopback_without_keys_is_refused(tmp_path: Any) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "without API keys" in out.stderr
+
+
+@pytest.mark.parametrize("name", ["A:x", "", "-lead", "UPPER", "a" * 65, "tab\tname"])
+def test_tenant_names_are_validated(settings: Settings, name: str) -> None:
+    from service.auth import TenantInvalid
+
+    engine = make_engine(settings.resolved_database_url())
+    with make_session_factory(engine)() as session, pytest.raises(TenantInvalid):
+        create_key(session, name)
