@@ -13,7 +13,8 @@ def _floats(values: list[Any]) -> np.ndarray:
 @dataclass(frozen=True)
 class Prediction:
     """Per row: `mean` (the plain outputs when mc_samples is 0) and, with Monte-Carlo
-    Dropout, `std`, `classes`, `predictive_entropy`, `mutual_information` (classifiers),
+    Dropout, `std`, `classes` and `class_name` (its label, when the model has names),
+    `predictive_entropy`, `mutual_information` (classifiers),
     `samples` (rows, mc_samples, outputs) and `lower`/`upper` (regression intervals)."""
 
     model_id: str
@@ -21,6 +22,7 @@ class Prediction:
     mean: np.ndarray
     std: np.ndarray | None = None
     classes: np.ndarray | None = None
+    class_name: np.ndarray | None = None
     predictive_entropy: np.ndarray | None = None
     mutual_information: np.ndarray | None = None
     samples: np.ndarray | None = None
@@ -51,6 +53,9 @@ class Prediction:
             std=column("std"),
             classes=np.array([r["class"] for r in rows], dtype=np.int64)
             if "class" in first
+            else None,
+            class_name=np.array([r.get("class_name") for r in rows], dtype=object)
+            if "class_name" in first
             else None,
             predictive_entropy=column("predictive_entropy"),
             mutual_information=column("mutual_information"),

@@ -319,16 +319,25 @@ class DroppingProxy:
         self.listener.close()
 
 
+async def _follow_async(url: str, job_id: str) -> list[Any]:
+    async with AsyncClient(url) as client:
+        return [event async for event in client.follow(job_id)]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("resume", ["last-event-id", "replayed"])
 def test_follow_resumes_after_a_dropped_connection(
-    service: LiveService, trained: dict[str, Any], resume: str
+    service: LiveService, trained: dict[str, Any], resume: str, flavour: str
 ) -> None:
     """Each epoch once, then done: the server skips what Last-Event-ID says was sent, or
     (header dropped on the way) replays from epoch 1 and the client skips the repeats."""
     proxy = DroppingProxy(service.port, strip_resume=resume == "replayed")
     try:
-        with Client(proxy.url) as client:
-            events = list(client.follow(trained["job"].id))
+        if flavour == "async":
+            events = asyncio.run(_follow_async(proxy.url, trained["job"].id))
+        else:
+            with Client(proxy.url) as client:
+                events = list(client.follow(trained["job"].id))
     finally:
         proxy.close()
     assert [e.epoch for e in events if isinstance(e, ProgressEvent)] == [1, 2]
@@ -353,6 +362,7 @@ def test_predict_plain_and_monte_carlo(kts: Client, trained: dict[str, Any]) -> 
     assert mc.std is not None and mc.std.max() > 0
     assert mc.classes is not None and mc.classes.shape == (5,)
     assert (mc.classes == mc.mean.argmax(axis=1)).all()
+    assert mc.class_name is not None and mc.class_name.tolist() == [str(c) for c in mc.classes]
     assert mc.predictive_entropy is not None and mc.mutual_information is not None
     assert mc.predictive_entropy.shape == mc.mutual_information.shape == (5,)
     assert (mc.mutual_information <= mc.predictive_entropy + 1e-6).all()

@@ -167,7 +167,14 @@ def full_flow(base: str) -> None:
     mc = httpx.post(f"{base}/v1/models/{job['model_id']}/predict", json=body).json()
     assert mc["mc_samples"] == 100 and mc["model_id"] == job["model_id"]
     first = mc["predictions"][0]
-    assert set(first) == {"mean", "std", "class", "predictive_entropy", "mutual_information"}
+    assert set(first) == {
+        "mean",
+        "std",
+        "class",
+        "class_name",
+        "predictive_entropy",
+        "mutual_information",
+    }
     assert len(first["mean"]) == 10 and max(first["std"]) > 0
     assert first["class"] == int(np.argmax(first["mean"]))
     assert 0 <= first["mutual_information"] <= first["predictive_entropy"]

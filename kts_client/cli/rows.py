@@ -30,7 +30,7 @@ def read_rows(path: Path) -> np.ndarray:
 def columns(pred: Prediction) -> dict[str, np.ndarray]:
     """One flat column per measure and output: row, class, entropies, mean_0, std_0, ..."""
     out: dict[str, np.ndarray] = {"row": np.arange(len(pred))}
-    for name in ("classes", "predictive_entropy", "mutual_information"):
+    for name in ("classes", "class_name", "predictive_entropy", "mutual_information"):
         value = getattr(pred, name)
         if value is not None:
             out["class" if name == "classes" else name] = value
@@ -75,6 +75,12 @@ def _pm(mean: float, std: float | None) -> str:
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
+def _label(pred: Prediction, row: int, c: int, class_names: list[str] | None) -> str | None:
+    if pred.class_name is not None:
+        return None if pred.class_name[row] is None else str(pred.class_name[row])
+    return class_names[c] if class_names and 0 <= c < len(class_names) else None
+
+
 def classifier_rows(
     pred: Prediction, class_names: list[str] | None
 ) -> tuple[list[str], list[list[str]]]:
@@ -87,7 +93,8 @@ def classifier_rows(
     rows = []
     for i, c in enumerate(classes.tolist()):
         std = None if pred.std is None else float(pred.std[i, c])
-        label = class_names[c] if class_names and c < len(class_names) else str(c)
+        name = _label(pred, i, c, class_names)
+        label = f"{c} ({name})" if name not in (None, str(c)) else str(c)
         cells = [str(i), label, _pm(float(pred.mean[i, c]), std)]
         rows.append(cells + [f"{getattr(pred, m)[i]:.4f}" for m in extra])
     return head + [m.replace("_", " ") for m in extra], rows
