@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.spec.suggest import closest, quoted, short, unknown_field
@@ -192,6 +193,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 body = json.loads(await request.body())
             except ValueError:
                 body = None
+        if isinstance(body, FormData):  # a multipart upload: its fields are the body's keys
+            body = {key: True for key in body}
         if body is not None and not isinstance(body, dict):
             return JSONResponse(error_body("invalid_body", "Expected a JSON object."), 422)
         details = details_from_pydantic(errors, body, _body_model(request))

@@ -143,3 +143,9 @@ def test_bodies_over_their_route_limit_are_413_before_being_read(tmp_path: Path)
         r = client.post("/v1/models/abc/predict", json={"instances": [[0.0]]})
         assert r.status_code == 404  # under the limit: read and answered as usual
         assert client.get("/healthz").status_code == 200
+
+
+def test_multipart_without_its_file_names_the_field(client: TestClient) -> None:
+    r = client.post("/v1/datasets", data={"target": "label"}, files={"other": ("x.csv", b"a")})
+    assert r.status_code == 422
+    assert ["file"] in [d["loc"] for d in r.json()["error"]["details"]]
