@@ -194,7 +194,7 @@ def install_error_handlers(app: FastAPI) -> None:
             except ValueError:
                 body = None
         if isinstance(body, FormData):  # a multipart upload: its fields are the body's keys
-            body = {key: True for key in body}
+            body = dict.fromkeys(body, True)
         if body is not None and not isinstance(body, dict):
             return JSONResponse(error_body("invalid_body", "Expected a JSON object."), 422)
         details = details_from_pydantic(errors, body, _body_model(request))

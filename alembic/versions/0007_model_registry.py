@@ -30,9 +30,7 @@ def upgrade() -> None:
         batch.alter_column("version", existing_type=sa.Integer(), nullable=False)
         batch.alter_column("tags", existing_type=sa.JSON(), nullable=False)
         batch.create_index(batch.f("ix_models_name"), ["name"], unique=False)
-        batch.create_unique_constraint(
-            batch.f("uq_models_tenant"), ["tenant", "name", "version"]
-        )
+        batch.create_unique_constraint(batch.f("uq_models_tenant"), ["tenant", "name", "version"])
     op.create_table(
         "model_aliases",
         sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
@@ -50,9 +48,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_model_aliases")),
         sa.UniqueConstraint("tenant", "name", "alias", name=op.f("uq_model_aliases_tenant")),
     )
-    op.create_index(
-        op.f("ix_model_aliases_model_id"), "model_aliases", ["model_id"], unique=False
-    )
+    op.create_index(op.f("ix_model_aliases_model_id"), "model_aliases", ["model_id"], unique=False)
 
 
 def _number_existing_models() -> None:
