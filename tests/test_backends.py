@@ -75,3 +75,25 @@ def test_a_model_trained_under_one_backend_predicts_under_the_other(
     assert (trained["backend"], loaded["backend"]) == (trained_on, loaded_on)
     assert np.allclose(trained["out"], loaded["out"], atol=1e-5)
     assert loaded["mc_std"] > 0  # the dropout layer is sampled after the round trip
+
+
+def test_the_default_backend_is_jax_whatever_keras_json_says(tmp_path: Path) -> None:
+    """Keras alone would take ~/.keras/keras.json's backend (TensorFlow when it wrote the file
+    itself); the service's processes take KTS_BACKEND, else KERAS_BACKEND, else JAX."""
+    if not _has("jax"):
+        pytest.skip("jax is not installed")
+    home = tmp_path / "home"
+    (home / ".keras").mkdir(parents=True)
+    (home / ".keras" / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    env = {k: v for k, v in os.environ.items() if k not in ("KTS_BACKEND", "KERAS_BACKEND")}
+    code = "import inference.sampler, worker.build.layers, keras; print(keras.backend.backend())"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "jax"
