@@ -1,6 +1,6 @@
 """Model routes: read, download and predict. Only predict loads Keras, lazily."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import anyio
 import orjson
@@ -16,6 +16,7 @@ from service.jobs.schemas import JobRead
 from service.models import registry
 from service.models import service as models
 from service.models.compression import CompressionRequest
+from service.models.rows_cache import cached_row, forget_rows
 from service.models.schemas import ModelRead, PredictOptions, PredictRequest, TagsUpdate
 from service.pagination import Page, page
 from service.queue import enqueue
@@ -43,18 +44,24 @@ def list_models(
 
 
 @router.put("/{model_id}/aliases/{alias}", response_model=ModelRead)
-def set_alias(model_id: str, alias: str, tenant: TenantDep, session: SessionDep) -> ModelRead:
+def set_alias(
+    model_id: str, alias: str, tenant: TenantDep, session: SessionDep, request: Request
+) -> ModelRead:
     """Point an alias of the model's name (e.g. champion) at this version."""
     row = registry.set_alias(session, models.get_model(session, model_id, tenant), alias)
     session.commit()
+    forget_rows(request.app.state)
     return ModelRead.of(row)
 
 
 @router.delete("/{model_id}/aliases/{alias}", status_code=204)
-def delete_alias(model_id: str, alias: str, tenant: TenantDep, session: SessionDep) -> Response:
+def delete_alias(
+    model_id: str, alias: str, tenant: TenantDep, session: SessionDep, request: Request
+) -> Response:
     """Remove an alias from this version."""
     registry.delete_alias(session, models.get_model(session, model_id, tenant), alias)
     session.commit()
+    forget_rows(request.app.state)
     return Response(status_code=204)
 
 
@@ -69,11 +76,12 @@ def set_tags(model_id: str, body: TagsUpdate, tenant: TenantDep, session: Sessio
 
 @router.delete("/{model_id}", status_code=204)
 def delete_model(
-    model_id: str, tenant: TenantDep, session: SessionDep, store: StoreDep
+    model_id: str, tenant: TenantDep, session: SessionDep, store: StoreDep, request: Request
 ) -> Response:
     """Delete a model and its files (409 while a derived model or a running job needs it)."""
     registry.delete_model(session, store, models.get_model(session, model_id, tenant))
     session.commit()
+    forget_rows(request.app.state)
     return Response(status_code=204)
 
 
@@ -173,17 +181,11 @@ async def predict(
             options = PredictRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_input=False)) from None
-    factory = request.app.state.session_factory
 
-    def load_row() -> Any:
-        with factory() as session:
-            return models.get_model(session, model_id, tenant)
-
-    row = await anyio.to_thread.run_sync(load_row)
-
-    def run() -> bytes:
+    def run() -> bytes:  # one thread for the lookup and the work: each hop costs
         from service.models.predictions import from_npy, predict_rows, to_array
 
+        row = cached_row(request.app.state, model_id, tenant)
         if is_npy:
             X = from_npy(raw, row.input_shape, settings.max_instances)
         else:
