@@ -50,11 +50,18 @@ def serve(args: argparse.Namespace) -> int:
     if checked is None:
         return 2
     settings = checked
-    # Embedded: SQLite migrates itself; production runs `kts migrate` once.
-    if settings.database_url is None:
-        from service.db import upgrade_database
+    # Embedded: SQLite migrates itself; production runs `kts migrate` once, before the API.
+    from service.db import migration_behind, upgrade_database
 
+    if settings.database_url is None:
         upgrade_database(settings.resolved_database_url())
+    behind = migration_behind(settings.resolved_database_url())
+    if behind is not None:
+        print(
+            f"kts: the database's schema is at migration {behind}: run `kts migrate` first.",
+            file=sys.stderr,
+        )
+        return 2
     # uvicorn re-raises SIGTERM once it has shut down; with the default handler the process would
     # die there and skip the `finally` below, leaving the embedded worker running. Turn it into
     # SystemExit so that the worker is stopped on every way out.

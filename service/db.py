@@ -77,3 +77,19 @@ def upgrade_database(url: str) -> None:
     cfg.attributes["configure_logger"] = False
     make_engine(url).dispose()  # creates the SQLite folder if needed
     command.upgrade(cfg, "head")
+
+
+def migration_behind(url: str) -> str | None:
+    """None when the database is at the newest migration, else what it is at (the API refuses
+    to serve a schema older than its code)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(migrations_dir())).get_current_head()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    return None if current == head else f"{current or 'empty'} (newest: {head})"

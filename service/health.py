@@ -10,8 +10,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process answers."""
+async def healthz() -> dict[str, str]:
+    """The process answers (on the event loop: busy worker threads never delay it)."""
     return {"status": "ok"}
 
 

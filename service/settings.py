@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     max_mc_values: int = Field(
         50_000_000, description="Most instances x samples x outputs computed per predict call."
     )
+    max_returned_samples: int = Field(
+        2_000_000,
+        description="Most instances x mc_samples x outputs returned with return_samples (the "
+        "answer's size), below max_mc_values.",
+    )
+    predict_threads: int = Field(
+        4, description="Predictions computed at once per API process; more requests wait."
+    )
     model_cache_size: int = Field(32, description="Most loaded models kept per API process.")
     model_cache_bytes: int = Field(
         2 * 1024**3,

@@ -149,3 +149,17 @@ def test_multipart_without_its_file_names_the_field(client: TestClient) -> None:
     r = client.post("/v1/datasets", data={"target": "label"}, files={"other": ("x.csv", b"a")})
     assert r.status_code == 422
     assert ["file"] in [d["loc"] for d in r.json()["error"]["details"]]
+
+
+def test_returned_samples_are_counted_in_the_answer_cap(
+    client: TestClient, ctx: WorkerContext
+) -> None:
+    job_id = submit(client, make_spec(epochs=1))
+    assert run_job(ctx, job_id) == "succeeded"
+    model_id = client.get(f"/v1/jobs/{job_id}").json()["model_id"]
+    rows = load_builtin("digits").X[:50].tolist()
+    body = {"instances": rows, "mc_samples": 5000, "return_samples": True}
+    r = client.post(f"/v1/models/{model_id}/predict", json=body)  # 2.5 M values returned
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == ["return_samples"]
+    body["return_samples"] = False  # the same work without the samples in the answer: served
+    assert client.post(f"/v1/models/{model_id}/predict", json=body).status_code == 200

@@ -16,6 +16,7 @@ from service.jobs.schemas import JobRead
 from service.models import registry
 from service.models import service as models
 from service.models.compression import CompressionRequest
+from service.models.predictions import predict_limiter
 from service.models.rows_cache import cached_row, forget_rows
 from service.models.schemas import ModelRead, PredictOptions, PredictRequest, TagsUpdate
 from service.pagination import Page, page
@@ -200,4 +201,6 @@ async def predict(
         # orjson writes numpy arrays directly, and NaN (no JSON value) as null
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    return Response(await anyio.to_thread.run_sync(run), media_type="application/json")
+    limiter = predict_limiter(request.app.state)
+    answer = await anyio.to_thread.run_sync(run, limiter=limiter)
+    return Response(answer, media_type="application/json")

@@ -145,3 +145,13 @@ def export_path(state: Any, row: TrainedModel, fmt: str, quantize: str | None) -
                 raise SpecInvalid([ErrorDetail(("format",), str(exc))]) from None
             tmp.replace(path)
     return path  # type: ignore[no-any-return]
+
+
+def predict_limiter(state: Any) -> Any:
+    """The threads predictions run in (KTS_PREDICT_THREADS): many large requests queue here
+    instead of taking every thread of the server's pool."""
+    import anyio
+
+    if not hasattr(state, "predict_limiter"):
+        state.predict_limiter = anyio.CapacityLimiter(state.settings.predict_threads)
+    return state.predict_limiter

@@ -78,7 +78,14 @@ def check_predict(
         raise _invalid("instances", f"Expected at most {settings.max_instances} instances.")
     check_sampling(model, settings, body.mc_samples, body.interval, body.return_samples)
     outputs = model.n_classes or int(model.summary["layers"][-1]["output_shape"][-1] or 1)
-    if instances * body.mc_samples * outputs > settings.max_mc_values:
+    returned = instances * body.mc_samples * outputs
+    if body.return_samples and returned > settings.max_returned_samples:
+        raise _invalid(
+            "return_samples",
+            "Expected instances x mc_samples x outputs at most "
+            f"{settings.max_returned_samples} with return_samples (the answer's size).",
+        )
+    if returned > settings.max_mc_values:
         raise _invalid(
             "mc_samples",
             f"Expected instances x mc_samples x outputs at most {settings.max_mc_values}.",

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from service.auth import TenantDep
 from service.deps import SessionDep
 from service.models import service as models
+from service.models.predictions import predict_limiter
 from service.serving import service as serving
 from service.serving.schemas import (
     InferRequest,
@@ -74,7 +75,9 @@ async def _answer(request: Request, answer: Callable[[bytes], dict[str, Any]]) -
         # orjson writes numpy arrays directly, and NaN (no JSON value) as null
         return orjson.dumps(answer(raw), option=orjson.OPT_SERIALIZE_NUMPY)
 
-    return Response(await anyio.to_thread.run_sync(run), media_type="application/json")
+    limiter = predict_limiter(request.app.state)
+    answer = await anyio.to_thread.run_sync(run, limiter=limiter)
+    return Response(answer, media_type="application/json")
 
 
 @router.post(
