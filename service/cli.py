@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from service.settings import Settings
@@ -70,13 +71,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if settings.is_embedded_broker():
             # No broker server: a solo-pool worker in a child process shares the data folder.
-            worker = subprocess.Popen(
-                _worker_command(settings.queue, "solo", 1, args.loglevel), env=os.environ.copy()
-            )
-            print(
-                f"kts: embedded worker started (pid {worker.pid}); data in {settings.data_dir}",
-                flush=True,
-            )
+            worker = EmbeddedWorker(_worker_command(settings.queue, "solo", 1, args.loglevel))
+            print(f"kts: embedded worker started; data in {settings.data_dir}", flush=True)
         import uvicorn
 
         from service.app import create_app
@@ -86,13 +82,35 @@ def serve(args: argparse.Namespace) -> int:
         )
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            worker.stop()
     return 0
+
+
+class EmbeddedWorker:
+    """The embedded worker process, started again when it dies (a crash, an OOM kill) until
+    `kts serve` itself stops; its jobs resume from their checkpoints."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.stopping = threading.Event()
+        self.process = subprocess.Popen(command, env=os.environ.copy())
+        threading.Thread(target=self._watch, daemon=True, name="kts-worker-watch").start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(1.0):
+            code = self.process.poll()
+            if code is not None and not self.stopping.is_set():
+                print(f"kts: embedded worker exited ({code}); starting it again", flush=True)
+                self.process = subprocess.Popen(self.command, env=os.environ.copy())
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def _with_auth(settings: Settings, host: str) -> Settings | None:

@@ -76,8 +76,8 @@ async def _answer(request: Request, answer: Callable[[bytes], dict[str, Any]]) -
         return orjson.dumps(answer(raw), option=orjson.OPT_SERIALIZE_NUMPY)
 
     limiter = predict_limiter(request.app.state)
-    answer = await anyio.to_thread.run_sync(run, limiter=limiter)
-    return Response(answer, media_type="application/json")
+    body = await anyio.to_thread.run_sync(run, limiter=limiter)
+    return Response(body, media_type="application/json")
 
 
 @router.post(
