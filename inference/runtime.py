@@ -30,7 +30,11 @@ def choose_backend(requested: str | None = None) -> str:
     explicit = requested or os.environ.get("KTS_BACKEND")
     if not explicit and "keras" in sys.modules:  # imported already: its backend is the one
         return str(sys.modules["keras"].backend.backend())
-    name = explicit or os.environ.get("KERAS_BACKEND") or default_backend()
+    if not explicit:  # KERAS_BACKEND is Keras's own setting: any backend Keras knows
+        name = os.environ.get("KERAS_BACKEND") or default_backend()
+        os.environ["KERAS_BACKEND"] = name
+        return name
+    name = explicit
     if name not in BACKENDS:
         raise BackendUnavailable(f"Expected KTS_BACKEND in {BACKENDS}. Received: {name!r}")
     module = "jax" if name == "jax" else "tensorflow"

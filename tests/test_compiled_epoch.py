@@ -321,7 +321,7 @@ def run_script(path: Path, source: str, backend: str) -> dict[str, Any]:
     """Runs `source` under KERAS_BACKEND=backend; returns the JSON of its last line."""
     path.write_text(source)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "KTS_BACKEND"},  # KERAS_BACKEND decides
         "KERAS_BACKEND": backend,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
