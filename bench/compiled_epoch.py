@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from train_overhead import batch_norm_mlp  # noqa: E402  (bench/ is on the path)
 
 from worker.training.compiled import fit_compiled  # noqa: E402
 
@@ -34,28 +35,6 @@ def fashion_like(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     for c in range(10):
         x[y == c, c * 2 : c * 2 + 4, :] += 50
     return (x / 255).astype("float32"), y
-
-
-def batch_norm_mlp() -> keras.Model:
-    keras.utils.set_random_seed(1)  # both paths start from the same weights
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Flatten(),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(300, activation="elu", kernel_initializer="he_normal"),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Nadam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -201,6 +201,7 @@ def after_first(values: list[float]) -> float:
 def raw_fit(data_path: str, epochs: int) -> dict[str, Any]:
     """Keras fit in this process under KERAS_BACKEND; seconds of each epoch and its loss."""
     import keras
+    from train_overhead import batch_norm_mlp  # bench/ is on the path
 
     class EpochTimer(keras.callbacks.Callback):
         """Each epoch from its begin to its end with the loss back on the host."""
@@ -222,24 +223,7 @@ def raw_fit(data_path: str, epochs: int) -> dict[str, Any]:
 
     with np.load(data_path) as data:
         X, y = data["X"], data["y"]
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Flatten(),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(300, activation="elu", kernel_initializer="he_normal"),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Nadam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    model = batch_norm_mlp()  # the chapter's net, as every training bench builds it
     timer = EpochTimer()
     started, cpu_started = time.perf_counter(), time.process_time()
     model.fit(X, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[timer])
