@@ -1,7 +1,6 @@
 """Data sets as numpy arrays: the scikit-learn built-ins, and stored uploads (one plain .npy
 per array: X float32, y float32 or int64) read whole or in chunks of rows."""
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -55,11 +54,11 @@ def load_builtin(name: str) -> Arrays:
 
 
 def save_arrays(store: ArtifactStore, prefix: str, arrays: Arrays) -> None:
-    """One plain .npy per array, so a reader can memory-map rows instead of loading them."""
+    """One plain .npy per array, so a reader can memory-map rows instead of loading them.
+    Written straight to the file: a memory-mapped array is never copied into memory."""
     for name, array in (("X", arrays.X), ("y", arrays.y)):
-        buf = io.BytesIO()
-        np.save(buf, array, allow_pickle=False)
-        store.put_bytes(f"{prefix}/{name}.npy", buf.getvalue())
+        with store.writer(f"{prefix}/{name}.npy") as fh:
+            np.save(fh, array, allow_pickle=False)
 
 
 def row_count(store: ArtifactStore, prefix: str) -> int:

@@ -6,11 +6,10 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from service.auth import TenantDep
 from service.datasets import parsing, service
-from service.datasets.arrays import Arrays, describe, save_arrays
+from service.datasets.arrays import describe, save_arrays
 from service.datasets.schemas import DatasetRead
 from service.datasets.service import get_dataset
 from service.deps import SessionDep, SettingsDep, StoreDep
-from service.errors import ErrorDetail, PayloadTooLarge, SpecInvalid
 from service.pagination import Page, page
 from service.rows import Dataset, new_id
 
@@ -29,24 +28,15 @@ def upload_dataset(
     task: Annotated[Literal["classification", "regression"] | None, Form()] = None,
 ) -> DatasetRead:
     """Upload a data set (.npz or .csv)."""
-    data = file.file.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise PayloadTooLarge(f"Uploads are limited to {settings.max_upload_bytes} bytes.")
-    filename = (file.filename or "").lower()
-    if filename.endswith(".csv"):
-        if not target:
-            raise SpecInvalid([ErrorDetail(("target",), "Expected the label column's name.")])
-        arrays = parsing.parse_csv(data, target, task, parsing.Limits.of(settings))
-    elif filename.endswith(".npz") or data[:2] == b"PK":
-        arrays = parsing.parse_npz(data, parsing.Limits.of(settings))
-        if task == "regression":
-            arrays = Arrays(arrays.X, arrays.y.astype("float32"))
-    else:
-        raise SpecInvalid([ErrorDetail(("file",), "Expected a .npz or .csv file.")])
-    meta = describe(arrays)
-    dataset_id = new_id()
-    key = f"datasets/{dataset_id}"
-    save_arrays(store, key, arrays)
+    with store.scratch() as scratch:
+        arrays = parsing.parse_upload(
+            file.file, file.filename or "", target, task, parsing.Limits.of(settings), scratch
+        )
+        meta, class_names = describe(arrays), arrays.class_names
+        dataset_id = new_id()
+        key = f"datasets/{dataset_id}"
+        save_arrays(store, key, arrays)
+        del arrays  # the memory maps close before their scratch files go
     row = Dataset(
         tenant=tenant,
         id=dataset_id,
@@ -56,7 +46,7 @@ def upload_dataset(
         n_classes=meta.n_classes,
         output_dim=meta.output_dim,
         task=meta.task,
-        class_names=arrays.class_names,
+        class_names=class_names,
         artifact_key=key,
     )
     session.add(row)
