@@ -1,12 +1,19 @@
-"""Chaos run: the API and two prefork workers on PostgreSQL and Redis, N small jobs, workers
-SIGKILLed mid-training and Redis restarted; prints jobs lost, duplicated and resumed.
+"""Chaos run: the API and two prefork workers on PostgreSQL and Redis, N small jobs; a random
+worker is SIGKILLed every few seconds for the whole run (and started again), Redis and
+PostgreSQL are restarted once each and the artifact disk is filled once; prints jobs lost,
+duplicated and resumed.
 
-Usage: python bench/chaos.py [--jobs 1000] [--kills 2] [--pg postgresql+psycopg://...]
-(tests/test_chaos.py runs the same harness with 200 jobs and asserts the outcome).
+Usage: python bench/chaos.py [--jobs 1000] [--kill-every 5] [--pg postgresql+psycopg://...]
+(tests/test_chaos.py runs the same harness with fewer jobs and asserts the outcome).
+
+PostgreSQL is the Debian cluster of this machine (`pg_ctlcluster`), restarted in place: other
+clients of it see the restart too. The disk fill needs root (a tmpfs is mounted as the
+artifact folder); without it the step is skipped and the result says why.
 """
 
 import argparse
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,6 +27,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import OperationalError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,6 +48,7 @@ JOB = {
     },
     "uncertainty_samples": 10,
 }
+ENDED = ("succeeded", "failed", "cancelled")
 
 
 def free_port() -> int:
@@ -48,10 +57,51 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def postgres(action: str, *options: str) -> subprocess.CompletedProcess[bytes]:
+    """`pg_ctlcluster` on this machine's one Debian cluster (start, stop, status)."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    command = ["pg_ctlcluster", "--skip-systemctl-redirect", *options, version, "main", action]
+    return subprocess.run(command, capture_output=True, timeout=120)
+
+
+def ensure_postgres() -> None:
+    """Start the cluster if a run left it stopped (called in every `finally`)."""
+    if os.path.isdir("/etc/postgresql") and postgres("status").returncode != 0:
+        postgres("start")
+
+
+def mount_tmpfs(folder: Path, size: str) -> str | None:
+    """Mount a tmpfs on `folder`; None when done, else why not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    return f"mount failed: {done.stderr.decode().strip()}" if done.returncode else None
+
+
+def fill_disk(folder: Path) -> Path:
+    """A file taking every free byte of `folder`'s file system, to the last block."""
+    filler = folder / ".filler"  # a dot name: never an artifact key
+    with open(filler, "wb", buffering=0) as fh:
+        stat = os.statvfs(folder)
+        free = stat.f_bavail * stat.f_frsize
+        if free > 1 << 20:
+            os.posix_fallocate(fh.fileno(), 0, free - (1 << 20))
+            fh.seek(0, os.SEEK_END)
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass  # ENOSPC: full
+    return filler
+
+
 class Cluster:
     """Private Redis, the API and named workers, as child processes with logs in `root`."""
 
-    def __init__(self, root: Path, pg_url: str) -> None:
+    def __init__(self, root: Path, pg_url: str, artifacts: Path | None = None) -> None:
         self.root = root
         self.redis_port = free_port()
         self.api_port = free_port()
@@ -67,15 +117,17 @@ class Cluster:
             KTS_HEARTBEAT_SECONDS="1",
             KTS_RECONCILE_SECONDS="1",
             KTS_REQUEUE_AFTER_SECONDS="5",
-            KTS_MAX_ATTEMPTS="6",
+            KTS_MAX_ATTEMPTS="50",  # every few seconds a kill: attempts are not the limit here
         )
+        if artifacts is not None:
+            self.env["KTS_ARTIFACT_DIR"] = str(artifacts)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, command: list[str]) -> None:
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
-        self.procs[name] = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=log, start_new_session=True
-        )
+        with open(self.root / f"{name}.log", "ab") as log:  # the child keeps its own handle
+            self.procs[name] = subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=log, start_new_session=True
+            )
 
     def kill(self, name: str, sig: int = signal.SIGKILL, group: bool = True) -> None:
         """Signal the process group (a SIGKILL takes the worker and its children), or only
@@ -91,30 +143,21 @@ class Cluster:
         proc.wait(timeout=120)
 
     def start_redis(self) -> None:
-        self.start(
-            "redis",
-            [
-                "redis-server",
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-        )
+        port = str(self.redis_port)
+        no_disk = ["--save", "", "--appendonly", "no"]
+        self.start("redis", ["redis-server", "--port", port, "--bind", "127.0.0.1", *no_disk])
         for _ in range(100):
-            if (
-                subprocess.run(
-                    ["redis-cli", "-p", str(self.redis_port), "ping"], capture_output=True
-                ).stdout.strip()
-                == b"PONG"
-            ):
+            ping = subprocess.run(["redis-cli", "-p", port, "ping"], capture_output=True)
+            if ping.stdout.strip() == b"PONG":
                 return
             time.sleep(0.05)
         raise RuntimeError("redis did not start")
+
+    def restart_redis(self) -> None:
+        """Redis killed and started empty: every queued message is lost."""
+        self.kill("redis")
+        time.sleep(1)
+        self.start_redis()
 
     def up(self) -> str:
         self.start_redis()
@@ -140,117 +183,259 @@ class Cluster:
             self.kill(name, signal.SIGTERM if name != "redis" else signal.SIGKILL)
 
 
+class Chaos:
+    """One run's faults: a kill every `kill_every` seconds, and once each, as the jobs end,
+    a Redis restart (at 20%), a PostgreSQL restart (45%) and a full disk (70%).
+
+    A kill picks a random worker among the warm ones (a job has left its hands since it
+    started): a fresh worker imports Keras and compiles for 10-30 s on a 2-core machine, so
+    killing cold workers every few seconds would let no job end at all.
+    """
+
+    def __init__(
+        self, cluster: Cluster, engine: Any, ids: list[str], kill_every: float, seed: int
+    ) -> None:
+        self.cluster, self.engine, self.ids = cluster, engine, ids
+        self.kill_every, self.rng = kill_every, random.Random(seed)
+        self.workers = ["w0", "w1"]
+        self.spawned = 2
+        self.kills = self.skipped_ticks = 0
+        self.warm: set[str] = set()
+        self.running: dict[str, str] = {}  # job id -> the worker that held it at the last look
+        self.killed: dict[str, int] = {}  # job id -> its epoch when its worker was killed
+        self.events: dict[str, Any] = {}
+        self.artifacts: Path | None = None  # set when the disk can be filled
+        self.freed_open: list[str] = []  # jobs still open when the disk had space again
+
+    def count(self, statuses: tuple[str, ...]) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.id.in_(self.ids), Job.status.in_(statuses))
+                )
+                or 0
+            )
+
+    def held_by(self, worker: str) -> list[Any]:
+        """The jobs a (dead) worker was running, with their epochs; rides out a restart."""
+        for _ in range(60):
+            try:
+                with self.engine.connect() as conn:
+                    return list(
+                        conn.execute(
+                            select(Job.id, Job.epoch).where(
+                                Job.status == "running", Job.lease_owner.like(f"{worker}@%")
+                            )
+                        ).all()
+                    )
+            except OperationalError:
+                time.sleep(1)
+        raise RuntimeError("the database stayed unavailable")
+
+    def look(self) -> None:
+        """Note the workers that have let go of a job since the last look: they are warm."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Job.id, Job.lease_owner).where(Job.status == "running"))
+            now = {str(r.id): str(r.lease_owner).split("@")[0] for r in rows if r.lease_owner}
+        for job_id, worker in self.running.items():
+            if now.get(job_id) != worker:
+                self.warm.add(worker)
+        self.running = now
+
+    def kill_one(self) -> None:
+        """SIGKILL a random warm worker (and its pool), note its jobs, start another."""
+        warm = [w for w in self.workers if w in self.warm]
+        if not warm:
+            self.skipped_ticks += 1
+            return
+        victim = self.rng.choice(warm)
+        self.cluster.kill(victim)
+        self.kills += 1
+        for row in self.held_by(victim):  # dead now: what it held is frozen
+            self.killed[str(row.id)] = max(int(row.epoch), self.killed.get(str(row.id), 0))
+        replacement = f"w{self.spawned}"
+        self.spawned += 1
+        self.workers[self.workers.index(victim)] = replacement
+        self.cluster.worker(replacement)
+
+    def restart_postgres(self) -> None:
+        """Stop the cluster (fast: every connection dropped), keep it down 2 s, start it."""
+        started = time.monotonic()
+        stop = postgres("stop", "--mode=fast")
+        time.sleep(2)
+        start = postgres("start")
+        self.events["postgres_restart"] = {
+            "rc": (stop.returncode, start.returncode),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+
+    def fill_disk(self, deadline: float) -> None:
+        """Fill the artifact disk until a job has failed `storage_full`, then free it."""
+        assert self.artifacts is not None
+        failed_before = self.count(("failed",))
+        filler = fill_disk(self.artifacts)
+        started = time.monotonic()
+        try:
+            while time.monotonic() < min(deadline, started + 120):
+                self.tick()
+                if self.count(("failed",)) > failed_before:
+                    break
+                time.sleep(0.2)
+        finally:
+            filler.unlink()
+        with self.engine.connect() as conn:
+            self.freed_open = [
+                str(r.id)
+                for r in conn.execute(
+                    select(Job.id).where(
+                        Job.id.in_(self.ids), Job.status.in_(("queued", "running"))
+                    )
+                )
+            ]
+        self.events["disk_full_seconds"] = round(time.monotonic() - started, 1)
+
+    def tick(self) -> None:
+        """A kill when one is due."""
+        try:
+            self.look()
+        except OperationalError:
+            return  # PostgreSQL restarting: look again on the next tick
+        if time.monotonic() >= self.next_kill:
+            self.kill_one()
+            self.next_kill = time.monotonic() + self.kill_every
+
+    def run(self, deadline: float) -> None:
+        """Faults until every job has ended or the deadline passes."""
+        self.next_kill = time.monotonic() + self.kill_every
+        n = len(self.ids)
+        while time.monotonic() < deadline:
+            try:
+                ended = self.count(ENDED)
+            except OperationalError:  # PostgreSQL restarting: keep killing meanwhile
+                ended = -1
+            if ended == n:
+                return
+            self.tick()
+            if ended >= 0.2 * n and "redis_restart" not in self.events:
+                self.cluster.restart_redis()
+                self.events["redis_restart"] = 1
+            elif ended >= 0.45 * n and "postgres_restart" not in self.events:
+                self.restart_postgres()
+            elif ended >= 0.7 * n and "disk_full_seconds" not in self.events:
+                if self.artifacts is not None:
+                    self.fill_disk(deadline)
+                else:
+                    self.events["disk_full_seconds"] = None
+            time.sleep(0.2)
+
+
 def run_chaos(
-    pg_url: str, n_jobs: int, kills: int = 2, timeout: float = 900, root: Path | None = None
+    pg_url: str,
+    n_jobs: int,
+    kill_every: float = 5.0,
+    timeout: float = 900,
+    root: Path | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
+    """Submit `n_jobs`, run the faults until all have ended, and count what came of them."""
     root = root or Path(tempfile.mkdtemp(prefix="kts-chaos-"))
-    cluster = Cluster(root, pg_url)
-    engine = create_engine(pg_url)
-    killed_jobs: list[str] = []
+    artifacts = root / "artifacts"
+    why_not = mount_tmpfs(artifacts, "1g")
+    cluster = Cluster(root, pg_url, artifacts)
+    engine = create_engine(pg_url, pool_pre_ping=True)
     try:
         base = cluster.up()
-        workers = ["wa", "wb"]
-        for name in workers:
-            cluster.worker(name)
         with httpx.Client(timeout=30) as client:
             ids = [
                 client.post(f"{base}/v1/jobs", json={**JOB, "seed": i}).json()["id"]
                 for i in range(n_jobs)
             ]
+        chaos = Chaos(cluster, engine, ids, kill_every, seed)
+        chaos.artifacts = None if why_not else artifacts
+        for name in chaos.workers:
+            cluster.worker(name)
         started = time.monotonic()
-        generation = 0
-        for k in range(kills):
-            victim = workers[k % 2]
-            job_id = _wait_for_running_job(engine, victim, started + timeout)
-            cluster.kill(victim)  # SIGKILL the parent and its child mid-training
-            killed_jobs.append(job_id)
-            if k == 0:  # Redis loses every queued message
-                cluster.kill("redis")
-                time.sleep(1)
-                cluster.start_redis()
-            generation += 1
-            replacement = f"{victim}{generation}"
-            workers[k % 2] = replacement
-            cluster.worker(replacement)
-        while time.monotonic() - started < timeout:
-            with engine.connect() as conn:
-                open_jobs = conn.scalar(
-                    select(func.count())
-                    .select_from(Job)
-                    .where(Job.id.in_(ids), Job.status.in_(("queued", "running")))
-                )
-            if open_jobs == 0:
-                break
-            time.sleep(1)
+        chaos.run(started + timeout)
         elapsed = time.monotonic() - started
-        with engine.connect() as conn:
-            statuses = Counter(
-                r.status for r in conn.execute(select(Job.status).where(Job.id.in_(ids)))
-            )
-            models = Counter(
-                r.job_id
-                for r in conn.execute(
-                    select(TrainedModel.job_id).where(TrainedModel.job_id.in_(ids))
-                )
-            )
-            resumed = {
-                r.id: r.resumed_from_epoch
-                for r in conn.execute(
-                    select(Job.id, Job.resumed_from_epoch).where(Job.id.in_(killed_jobs))
-                )
-            }
-            attempts = Counter(
-                r.attempts for r in conn.execute(select(Job.attempts).where(Job.id.in_(ids)))
-            )
-        return {
-            "jobs": n_jobs,
-            "seconds": round(elapsed, 1),
-            "statuses": dict(statuses),
-            "lost": n_jobs - sum(statuses[s] for s in ("succeeded", "failed", "cancelled")),
-            "duplicated": sum(1 for c in models.values() if c > 1),
-            "without_model": sum(1 for i in ids if models[i] == 0),
-            "killed_jobs": killed_jobs,
-            "resumed_from_epoch": resumed,
-            "attempts": dict(attempts),
-            "logs": str(root),
-        }
+        result = outcome(engine, ids, chaos)
+        disk = chaos.events.get("disk_full_seconds")
+        result.update(
+            seconds=round(elapsed, 1),
+            disk_full=f"skipped: {why_not}" if why_not else disk,
+            logs=str(root),
+        )
+        return result
     finally:
         cluster.down()
         engine.dispose()
+        ensure_postgres()
+        if not why_not:
+            subprocess.run(["umount", "-l", str(artifacts)], check=False)
 
 
-def _wait_for_running_job(engine: Any, worker: str, deadline: float) -> str:
-    """A job this worker is training, past its first epoch (so it has a checkpoint)."""
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            row = conn.execute(
-                select(Job.id).where(
-                    Job.status == "running", Job.lease_owner.like(f"{worker}@%"), Job.epoch >= 2
-                )
-            ).first()
-        if row:
-            return str(row.id)
-        time.sleep(0.02)
-    raise TimeoutError(f"no running job on {worker}")
+def outcome(engine: Any, ids: list[str], chaos: Chaos) -> dict[str, Any]:
+    """What the database holds after the run: statuses, model rows, resumed kills."""
+    with engine.connect() as conn:
+        columns = (Job.id, Job.status, Job.error, Job.model_id, Job.resumed_from_epoch)
+        jobs = conn.execute(select(*columns, Job.attempts).where(Job.id.in_(ids))).all()
+        models = conn.execute(select(TrainedModel.id, TrainedModel.job_id)).all()
+    by_id = {str(j.id): j for j in jobs}
+    per_job = Counter(str(m.job_id) for m in models)
+    linked = {str(j.model_id) for j in jobs if j.model_id}
+    statuses = Counter(j.status for j in jobs)
+    # killed past epoch 2: a checkpoint was written (progress is recorded before it)
+    checkpointed = [i for i, epoch in chaos.killed.items() if epoch >= 2]
+    finished = [i for i in checkpointed if by_id[i].status == "succeeded"]
+    return {
+        "jobs": len(ids),
+        "statuses": dict(statuses),
+        "errors": dict(Counter((j.error or {}).get("code") for j in jobs if j.status == "failed")),
+        "lost": len(ids) - sum(statuses[s] for s in ENDED),
+        "duplicated": sum(1 for c in per_job.values() if c > 1),
+        "orphan_models": sum(1 for m in models if str(m.id) not in linked),
+        "failed_with_model": sum(
+            1 for i in per_job if i not in by_id or by_id[i].status != "succeeded"
+        ),
+        "succeeded_without_model": sum(
+            1 for j in jobs if j.status == "succeeded" and per_job[str(j.id)] != 1
+        ),
+        "kills": chaos.kills,
+        "kill_ticks_skipped_no_warm_worker": chaos.skipped_ticks,
+        "workers_started": chaos.spawned,
+        "killed_jobs": len(chaos.killed),
+        "killed_after_checkpoint": len(checkpointed),
+        "resumed": sum(1 for i in finished if (by_id[i].resumed_from_epoch or 0) >= 1),
+        "not_resumed": [i for i in finished if (by_id[i].resumed_from_epoch or 0) < 1],
+        "attempts": dict(sorted(Counter(j.attempts for j in jobs).items())),
+        "redis_restarts": chaos.events.get("redis_restart", 0),
+        "postgres_restart": chaos.events.get("postgres_restart"),
+        "succeeded_after_disk_freed": sum(
+            1 for i in chaos.freed_open if by_id[i].status == "succeeded"
+        ),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--kills", type=int, default=2)
+    parser.add_argument("--kill-every", type=float, default=5.0, help="seconds between kills")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds for the run")
+    parser.add_argument("--seed", type=int, default=0, help="which worker each kill picks")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     name = f"kts_chaos_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
+    admin = create_engine(args.pg, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        result = run_chaos(
-            args.pg.rsplit("/", 1)[0] + f"/{name}", args.jobs, args.kills, timeout=3600
-        )
+        url = args.pg.rsplit("/", 1)[0] + f"/{name}"
+        result = run_chaos(url, args.jobs, args.kill_every, args.timeout, seed=args.seed)
         for key, value in result.items():
             print(f"{key}: {value}")
     finally:
+        ensure_postgres()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

@@ -3,6 +3,7 @@ how to read its answer), so that `Client` and `AsyncClient` only differ in how t
 
 import json
 import os
+import tarfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from kts_client.errors import raise_for_error
 from kts_client.prediction import Prediction
 from service.datasets.schemas import DatasetRead
 from service.jobs.schemas import JobRead, ValidateResult
+from service.logs.schemas import JobLogs
 from service.models.schemas import ModelRead, PredictOptions, TagsUpdate
 
 T = TypeVar("T")
@@ -166,8 +168,25 @@ def diagnostics(job_id: str) -> Op[dict[str, Any]]:
     return Op("GET", f"/v1/jobs/{segment(job_id)}/diagnostics", _dict)
 
 
+def job_logs(job_id: str, after: int, limit: int | None, level: str | None) -> Op[JobLogs]:
+    params = _query(after=after, limit=limit, level=level)
+    return Op("GET", f"/v1/jobs/{segment(job_id)}/logs", _model(JobLogs), params=params)
+
+
 def delete_job(job_id: str) -> Op[None]:
     return Op("DELETE", f"/v1/jobs/{segment(job_id)}", _none)
+
+
+def tensorboard(job_id: str) -> Op[None]:
+    """GET the job's event files (a .tar.gz); the clients stream it to a file."""
+    return Op("GET", f"/v1/jobs/{segment(job_id)}/tensorboard", _none)
+
+
+def extract_events(archive: Path, dest_dir: Path) -> None:
+    """Unpack a tensorboard archive into `dest_dir`; its members may not leave it."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(dest_dir, filter="data")
 
 
 # --- models -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from kts_client.events import RETRIED, STREAM_TIMEOUT, FollowState, JobEvent
 from kts_client.prediction import Prediction
 from service.datasets.schemas import DatasetRead
 from service.jobs.schemas import JobRead, ValidateResult
+from service.logs.schemas import JobLogs
 from service.models.schemas import ModelRead
 
 T = TypeVar("T")
@@ -106,6 +107,12 @@ class AsyncClient:
     async def diagnostics(self, job_id: str) -> dict[str, Any]:
         """Gradient health per epoch and layer, with the job's flags."""
         return await self._run(_ops.diagnostics(job_id))
+
+    async def job_logs(
+        self, job_id: str, after: int = 0, limit: int | None = None, level: str | None = None
+    ) -> JobLogs:
+        """The job's log lines with seq > `after`, oldest first; pass `next_after` back to tail."""
+        return await self._run(_ops.job_logs(job_id, after, limit, level))
 
     async def delete_job(self, job_id: str) -> None:
         """Delete an ended job (Conflict while it is queued or running)."""

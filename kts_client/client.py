@@ -16,6 +16,7 @@ from kts_client.events import RETRIED, STREAM_TIMEOUT, FollowState, JobEvent
 from kts_client.prediction import Prediction
 from service.datasets.schemas import DatasetRead
 from service.jobs.schemas import JobRead, ValidateResult
+from service.logs.schemas import JobLogs
 from service.models.schemas import ModelRead
 
 T = TypeVar("T")
@@ -107,9 +108,33 @@ class Client:
         """Gradient health per epoch and layer, with the job's flags."""
         return self._run(_ops.diagnostics(job_id))
 
+    def job_logs(
+        self, job_id: str, after: int = 0, limit: int | None = None, level: str | None = None
+    ) -> JobLogs:
+        """The job's log lines with seq > `after`, oldest first; pass `next_after` back to tail."""
+        return self._run(_ops.job_logs(job_id, after, limit, level))
+
     def delete_job(self, job_id: str) -> None:
         """Delete an ended job (Conflict while it is queued or running)."""
         self._run(_ops.delete_job(job_id))
+
+    def download_tensorboard(self, job_id: str, dest_dir: str | os.PathLike[str]) -> Path:
+        """Extract the job's TensorBoard event files into `dest_dir`/`job_id`/ and return it."""
+        op, dest = _ops.tensorboard(job_id), Path(dest_dir)
+        with self._http.stream(op.method, op.path, **op.request_args()) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise_for_error(r)
+            dest.mkdir(parents=True, exist_ok=True)
+            archive = dest / f".{job_id}-tensorboard.tar.gz"
+            with _ops.partial_file(archive) as f:
+                for chunk in r.iter_bytes():
+                    f.write(chunk)
+        try:
+            _ops.extract_events(archive, dest)
+        finally:
+            archive.unlink(missing_ok=True)
+        return dest / job_id
 
     def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 1.0) -> JobRead:
         """Poll until the job has ended (riding out 503s); TimeoutError after `timeout` s."""

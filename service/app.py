@@ -1,6 +1,6 @@
 """The FastAPI application factory."""
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service import health
 from service.artifacts import ArtifactStore
@@ -10,11 +10,16 @@ from service.db import make_engine, make_session_factory
 from service.errors import install_error_handlers
 from service.jobs import endpoints as jobs
 from service.limits import BodyLimit
+from service.logs import endpoints as logs
+from service.logs.middleware import RequestIds, bind_path_ids
+from service.metrics import endpoints as metrics
 from service.models import endpoints as models
 from service.openapi import install_openapi
+from service.plots import endpoints as plots
 from service.queue import make_celery
 from service.serving import endpoints as serving
 from service.settings import Settings, get_settings
+from service.ui import endpoints as ui
 from service.workers import endpoints as workers
 
 
@@ -24,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Keras Training Service",
         version="1.0.0",
         description="Train Keras models from a validated JSON spec; predict with uncertainty.",
+        dependencies=[Depends(bind_path_ids)],  # job and model ids of the path join log lines
     )
     engine = make_engine(settings.resolved_database_url())
     app.state.settings = settings
@@ -34,7 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.require_auth = settings.require_auth is not False
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, datasets, jobs, models, batch_predictions, workers, serving):
+    domains = (health, datasets, jobs, logs, models, batch_predictions, plots, workers, serving)
+    for module in (*domains, metrics, ui):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(RequestIds)  # outside BodyLimit: its 413 carries the id too
+    metrics.install_metrics(app)  # last: its middleware is the outermost
     return app

@@ -1,5 +1,6 @@
 """Artifact store on a local folder; keys are checked so that none can escape it."""
 
+import errno
 import os
 import re
 import shutil
@@ -9,11 +10,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from service.errors import StorageFull
+
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")
 
 
 class ArtifactKeyInvalid(ValueError):
     pass
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError that says the disk (or the quota on it) is full; pyarrow's carry no errno."""
+    if not isinstance(exc, OSError):
+        return False
+    return exc.errno in DISK_FULL or any(os.strerror(n) in str(exc) for n in DISK_FULL)
+
+
+@contextmanager
+def disk_full_as_storage_full() -> Iterator[None]:
+    """Turn a full disk into StorageFull (507 in the API, `storage_full` for a job)."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise StorageFull(
+            "The artifact storage is full: nothing was stored. Retry once space is freed."
+        ) from exc
 
 
 class ArtifactStore:
@@ -32,45 +58,36 @@ class ArtifactStore:
         return path
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self.writer(key) as fh:
+            fh.write(data)
 
     @contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
         """A file to write the artifact into; it appears under `key` only when complete."""
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                yield fh
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with disk_full_as_storage_full():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    yield fh
+                os.replace(tmp, target)
+            except BaseException:  # a half-written file never stays behind
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
     @contextmanager
     def scratch(self) -> Iterator[Path]:
         """A private folder on the store's disk for staging large files; removed afterwards."""
         parent = self.root / ".scratch"  # no key starts with a dot: never served or listed
-        parent.mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=parent) as folder:
-            yield Path(folder)
+        with disk_full_as_storage_full():
+            parent.mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=parent) as folder:
+                yield Path(folder)
 
     def put_file(self, key: str, source: Path) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".tmp-{target.name}")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        with self.writer(key) as fh, open(source, "rb") as src:
+            shutil.copyfileobj(src, fh, 1024 * 1024)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.errors import ApiError
+from service.logs.context import bind
 from service.rows import DEFAULT_TENANT, ApiKey
 
 KEY_PREFIX = "kts_"
@@ -52,6 +53,12 @@ def tenant_of(session: Session, key: str) -> str | None:
 
 
 def _tenant(request: Request) -> str:
+    tenant = _resolve_tenant(request)
+    bind(tenant=tenant)  # every log line of the request names it
+    return tenant
+
+
+def _resolve_tenant(request: Request) -> str:
     if not request.app.state.require_auth:
         return DEFAULT_TENANT
     header = request.headers.get("authorization", "")

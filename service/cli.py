@@ -11,13 +11,16 @@ from pathlib import Path
 from service.settings import Settings
 
 
-def _worker_command(queues: str, pool: str, concurrency: int, loglevel: str) -> list[str]:
+def _worker_command(
+    queues: str, pool: str, concurrency: int, loglevel: str, events: bool = False
+) -> list[str]:
     return [
         sys.executable,
         "-m",
         "celery",
         "-A",
         "worker.celery_app",
+        "--quiet",  # no banner on stdout: the log is JSON lines (service/logs/config.py)
         "worker",
         f"--pool={pool}",
         f"--concurrency={concurrency}",
@@ -26,7 +29,17 @@ def _worker_command(queues: str, pool: str, concurrency: int, loglevel: str) -> 
         f"--loglevel={loglevel}",
         "--without-gossip",
         "--without-mingle",
+        *(["--task-events"] if events else []),
     ]
+
+
+def _logging(settings: Settings, asked: str | None) -> str:
+    """Turn on the process log (KTS_LOG_FORMAT, KTS_LOG_LEVEL or --loglevel); the level."""
+    from service.logs.config import configure_logging
+
+    level = (asked or settings.log_level).upper()
+    configure_logging(settings.log_format, level)
+    return level
 
 
 def _uses_data_dir(settings: Settings) -> bool:
@@ -51,6 +64,7 @@ def serve(args: argparse.Namespace) -> int:
     if checked is None:
         return 2
     settings = checked
+    level = _logging(settings, args.loglevel)
     # Embedded: SQLite migrates itself; production runs `kts migrate` once, before the API.
     from service.db import migration_behind, upgrade_database
 
@@ -71,14 +85,20 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if settings.is_embedded_broker():
             # No broker server: a solo-pool worker in a child process shares the data folder.
-            worker = EmbeddedWorker(_worker_command(settings.queue, "solo", 1, args.loglevel))
+            command = _worker_command(settings.queue, "solo", 1, level, settings.task_events)
+            worker = EmbeddedWorker(command)
             print(f"kts: embedded worker started; data in {settings.data_dir}", flush=True)
         import uvicorn
 
         from service.app import create_app
+        from service.logs.config import logging_config
 
         uvicorn.run(
-            create_app(settings), host=args.host, port=args.port, log_level=args.loglevel.lower()
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level=level.lower(),
+            log_config=logging_config(settings.log_format, level),  # access lines too
         )
     finally:
         if worker is not None:
@@ -142,13 +162,21 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def worker_command(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """The Celery command line of `kts worker` (before --gpus splits it per device)."""
+    level = (args.loglevel or settings.log_level).upper()
+    events = args.events or settings.task_events
+    if events:  # the worker's app reads it too (service/queue.py), e.g. for its GPU children
+        os.environ["KTS_TASK_EVENTS"] = "true"
+    queues = args.queues or settings.queue
+    return _worker_command(queues, args.pool, args.concurrency, level, events)
+
+
 def worker(args: argparse.Namespace) -> int:
     settings = Settings()
     if _uses_data_dir(settings):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command = _worker_command(
-        args.queues or settings.queue, args.pool, args.concurrency, args.loglevel
-    )
+    command = worker_command(args, settings)
     gpus = gpu_plan(args.gpus)
     if isinstance(gpus, str):  # what is missing for --gpus
         print(f"kts: {gpus}", file=sys.stderr)
@@ -243,7 +271,8 @@ def keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `kts` server commands and their flags."""
     parser = argparse.ArgumentParser(prog="kts", description="Keras Training Service")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -251,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", default=None, help="folder for SQLite, artifacts and broker")
-    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--loglevel", default=None, help="default: KTS_LOG_LEVEL (INFO)")
     p.set_defaults(func=serve)
 
     p = sub.add_parser("worker", help="start a Celery worker for the configured broker")
@@ -265,7 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         help="GPUs to train on, one worker process each: 0,1 | all | none "
         "(default: all on a host with NVIDIA GPUs and the gpu extra)",
     )
-    p.add_argument("--loglevel", default="INFO")
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="send Celery task events, for Flower (default: KTS_TASK_EVENTS)",
+    )
+    p.add_argument("--loglevel", default=None, help="default: KTS_LOG_LEVEL (INFO)")
     p.set_defaults(func=worker)
 
     p = sub.add_parser("keys", help="manage API keys (stored hashed; shown once)")
@@ -279,8 +313,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("migrate", help="bring the database to the newest migration")
     p.set_defaults(func=migrate)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
 

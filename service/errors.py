@@ -14,6 +14,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.spec.suggest import closest, quoted, short, unknown_field
 
+PARAMETER_PLACES = ("query", "header", "path", "cookie")
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+UNPARSEABLE = (
+    "The request body is not valid JSON: nested too deeply, or a number with too many digits."
+)
+
 
 @dataclass(frozen=True)
 class ErrorDetail:
@@ -24,6 +30,7 @@ class ErrorDetail:
 class ApiError(Exception):
     status_code = 400
     code = "bad_request"
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init__(self, message: str, details: list[ErrorDetail] | None = None) -> None:
         super().__init__(message)
@@ -59,6 +66,13 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
+class StorageFull(ApiError):
+    """The artifact disk is full (or over its quota): nothing was stored."""
+
+    status_code = 507
+    code = "storage_full"
+
+
 def error_body(code: str, message: str, details: list[ErrorDetail] = ()) -> dict[str, Any]:  # type: ignore[assignment]
     return {
         "error": {
@@ -72,11 +86,15 @@ def error_body(code: str, message: str, details: list[ErrorDetail] = ()) -> dict
 def _body_path(loc: tuple[Any, ...], body: Any, error_type: str) -> tuple[str | int, ...]:
     """Map a pydantic loc onto the request body, dropping union tags and validator names."""
     parts = list(loc)
+    if parts and parts[0] in PARAMETER_PLACES:  # ["header", "idempotency-key"]: as given
+        return tuple(parts)
     if parts and parts[0] == "body":
         parts = parts[1:]
     out: list[str | int] = []
     cur = body
     for i, part in enumerate(parts):
+        if _is_tag(cur, parts, i):
+            continue  # a union tag named like a field of the object: {"builtin": ..., "x": 1}
         if isinstance(cur, dict) and part in cur:
             out.append(part)
             cur = cur[part]
@@ -88,6 +106,13 @@ def _body_path(loc: tuple[Any, ...], body: Any, error_type: str) -> tuple[str | 
         elif cur is body and body is None and isinstance(part, str | int):
             out.append(part)  # no parsed body (form fields, query): keep the path as given
     return tuple(out)
+
+
+def _is_tag(cur: Any, parts: list[Any], i: int) -> bool:
+    """parts[i] names a scalar field of `cur` while the next part is another field of it."""
+    if not isinstance(cur, dict) or i + 1 >= len(parts) or parts[i] not in cur:
+        return False
+    return parts[i + 1] in cur and not isinstance(cur[parts[i]], dict | list)
 
 
 def _value_at(body: Any, path: tuple[str | int, ...]) -> Any:
@@ -133,7 +158,10 @@ def details_from_pydantic(
     details = []
     for err in errors:
         path = _body_path(tuple(err["loc"]), body, err["type"])
-        details.append(ErrorDetail(path, _message(err, path, body, root)))
+        message = _message(err, path, body, root)
+        # an unknown field's name is the input: a 100 KB name is not echoed back whole
+        shown = tuple(short(p) if isinstance(p, str) and len(p) > 100 else p for p in path)
+        details.append(ErrorDetail(shown, message))
     return details
 
 
@@ -150,6 +178,8 @@ def _json_position(raw: Any, errors: list[Any]) -> str:
         json.loads(raw)
     except json.JSONDecodeError as exc:
         return f": line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    except RecursionError:
+        return ": it is nested too deeply"
     except (ValueError, TypeError):
         pass
     reasons = [e["ctx"]["error"] for e in errors if "error" in (e.get("ctx") or {})]
@@ -169,6 +199,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if exc.retry_after is not None:
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(
             error_body(exc.code, exc.message, exc.details), exc.status_code, headers=headers
         )
@@ -191,7 +223,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if body is None and request.headers.get("content-type", "").startswith("application/json"):
             try:
                 body = json.loads(await request.body())
-            except ValueError:
+            except (ValueError, RecursionError):
                 body = None
         if isinstance(body, FormData):  # a multipart upload: its fields are the body's keys
             body = dict.fromkeys(body, True)
@@ -203,5 +235,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
+            # FastAPI's own parse failed past a JSONDecodeError: nesting, a 5,000-digit number
+            return JSONResponse(error_body("invalid_json", UNPARSEABLE), 400)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)

@@ -22,12 +22,15 @@ from pydantic.json_schema import models_json_schema
 
 from service.auth import TenantDep
 from service.deps import SessionDep
+from service.quotas import JOB_QUOTA, PREDICT_RATE
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 REF = "#/components/schemas/"
 VALIDATION = REF + "HTTPValidationError"
 _TENANT = get_args(TenantDep)[1].dependency
 _SESSION = get_args(SessionDep)[1].dependency
+_QUOTA = JOB_QUOTA.dependency
+_PREDICT_RATE = PREDICT_RATE.dependency
 
 # --- Response shapes that the routes build by hand --------------------------------------------
 
@@ -108,6 +111,7 @@ class BatchPrediction(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    plots: list[str] = Field(description="Plot names available now (GET .../plots/{name}).")
 
 
 class BatchPredictionResults(BaseModel):
@@ -204,6 +208,10 @@ SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
         _EVENTS,
         {"text/event-stream": {"schema": {"type": "string"}}},
     ),
+    ("get", "/v1/jobs/{job_id}/tensorboard"): (
+        "The job's TensorBoard event files, a gzipped tar with one folder named after the job.",
+        {"application/gzip": _BINARY},
+    ),
     ("get", "/v1/models/{model_id}/artifact"): (
         "The model file: a .keras or SavedModel zip (application/zip) or a TFLite flatbuffer "
         "(application/octet-stream).",
@@ -228,7 +236,11 @@ SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
         },
     ),
 }
-FILES = {"/v1/models/{model_id}/artifact", "/v1/batch-predictions/{batch_id}/results"}
+FILES = {
+    "/v1/models/{model_id}/artifact",
+    "/v1/batch-predictions/{batch_id}/results",
+    "/v1/jobs/{job_id}/tensorboard",
+}
 
 ERRORS: dict[str, tuple[str, tuple[str, str] | None]] = {
     "400": ("The body is not valid JSON (`invalid_json`); the message says where.", None),
@@ -242,12 +254,21 @@ ERRORS: dict[str, tuple[str, tuple[str, str] | None]] = {
         "or an Idempotency-Key was reused with another body.",
         None,
     ),
-    "413": ("The upload is too large (`payload_too_large`).", None),
+    "413": (
+        "The upload is too large (`payload_too_large`), or would pass the tenant's storage "
+        "quota (`quota_exceeded`).",
+        None,
+    ),
     "422": (
         "A field is unknown, missing or out of bounds, or the request cannot be served as asked "
         "(`validation_error`; `invalid_body` for JSON that is not an object). "
         "`details[].loc` names each offending field.",
         None,
+    ),
+    "429": (
+        "A per-tenant quota is reached (`quota_exceeded`): queued or running jobs, or "
+        "predict requests per second.",
+        ("Retry-After", "Seconds to wait before retrying."),
     ),
     "503": (
         "The database is unavailable (`unavailable`); retry, nothing was lost.",
@@ -287,6 +308,7 @@ def _error_statuses(method: str, path: str, op: dict[str, Any], calls: set[Any])
         "409": _conflicts(method, path),
         "413": (method, path) in TOO_LARGE,
         "422": bool(op.get("parameters")) or "requestBody" in op,
+        "429": bool(calls & {_QUOTA, _PREDICT_RATE}),
         "503": bool(calls & {_TENANT, _SESSION}),  # the key lookup reads the database too
     }
     return [status for status, answered in answers.items() if answered]

@@ -42,6 +42,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
         worker_hijack_root_logger=False,
+        # task events for monitors such as Flower: off unless asked (they cost a message each)
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
     )
     return app
 

@@ -113,6 +113,23 @@ class JobDiagnostics(Base):
     flags: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
+class JobLogLine(Base):
+    """One line of a job's own log (start, epochs, resume, hand-back, end), written by the
+    worker that holds the job; `seq` counts up per job, so a reader tails with `after`."""
+
+    __tablename__ = "job_log_lines"
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    level: Mapped[str] = mapped_column(String(10))
+    event: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class TrainedModel(Base):
     __tablename__ = "models"
     __table_args__ = (UniqueConstraint("tenant", "name", "version"),)

@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     max_predict_bytes: int = Field(
         128 * 1024 * 1024, description="Largest body of a predict request (JSON or .npy)."
     )
+    max_active_jobs_per_tenant: int = Field(
+        1000, description="Most queued or running jobs of one tenant (0: no limit); past it, 429."
+    )
+    max_stored_bytes_per_tenant: int = Field(
+        100 * 1024**3, description="Most bytes of data sets one tenant may store (0: no limit)."
+    )
+    predict_rate_per_tenant: float = Field(
+        500.0,
+        description="Predict requests per second per tenant and API process (0: no limit); "
+        "bursts of two seconds' worth pass.",
+    )
     max_rows: int = Field(5_000_000, description="Most rows a data set may have.")
     max_features: int = Field(1_000_000, description="Most input values per row.")
     max_classes: int = Field(100_000, description="Most classes a data set's labels may name.")
@@ -79,6 +90,11 @@ class Settings(BaseSettings):
         description="Memory budget of the loaded-model cache (weights x 3 for the MC clone and "
         "compiled functions); least recently used models are evicted past it.",
     )
+    metrics_cache_seconds: float = Field(
+        5.0,
+        description="GET /metrics reads the job figures from the database at most this often; "
+        "scrapes in between answer the last reading.",
+    )
 
     backend: Literal["jax", "tensorflow"] | None = Field(
         None,
@@ -94,6 +110,34 @@ class Settings(BaseSettings):
         1 << 30,
         description="Training rows up to this size are placed on the device once per job; "
         "larger data is fed to the compiled epoch in chunks of this size.",
+    )
+    tensorboard: bool = Field(
+        True,
+        description="Workers write TensorBoard event files for each training job "
+        "(GET /v1/jobs/{job_id}/tensorboard).",
+    )
+    tensorboard_histogram_epochs: int = Field(
+        50,
+        ge=1,
+        description="Most epochs of a job that get weight and gradient histograms: past it, "
+        "every N-th epoch (N = ceil(epochs / this)) and the last.",
+    )
+
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="Log lines of `kts serve` and `kts worker` on stderr: one JSON object per "
+        "line (with request_id, tenant, job_id, model_id), or text for a terminal.",
+    )
+    log_level: str = Field("INFO", description="Least level logged: DEBUG, INFO, WARNING or ERROR.")
+    task_events: bool = Field(
+        False,
+        description="Celery task events (for Flower): the API sends task-sent events and "
+        "workers send task events; `kts worker --events` turns it on for that worker.",
+    )
+    job_log_max_lines: int = Field(
+        2000,
+        description="Most lines kept in one job's log: past it, its oldest epoch lines are "
+        "dropped (start, resume and end lines stay).",
     )
 
     def resolved_database_url(self) -> str:

@@ -2,16 +2,24 @@
 
 import csv
 import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from service.datasets.arrays import load_builtin
+from service.rows import Job, utcnow
 from tests.conftest import make_spec, submit
 from worker.context import WorkerContext
 from worker.jobs.lifecycle import run_job
@@ -159,3 +167,57 @@ def test_listing_is_newest_first(client: TestClient, ctx: WorkerContext, model_i
     listed = client.get("/v1/batch-predictions").json()["items"]
     assert [b["id"] for b in listed] == ids[::-1]
     assert client.get("/v1/batch-predictions/nope").status_code == 404
+
+
+def _kill_mid_run(client: TestClient, batch_id: str, settings: Any, parts: int) -> None:
+    """Run the batch prediction in a worker process and SIGKILL it once `parts` chunks are
+    stored."""
+    code = textwrap.dedent(f"""
+        from worker.context import worker_context
+        from worker.jobs.lifecycle import run_job
+        run_job(worker_context(), {batch_id!r}, "doomed/1")
+    """)
+    env = {**os.environ, "KTS_DATA_DIR": str(settings.data_dir), "KTS_REQUIRE_AUTH": "false"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    folder = settings.resolved_artifact_dir() / f"batch_predictions/{batch_id}/parts"
+    try:
+        deadline = time.monotonic() + 120
+        while not (folder.exists() and len(list(folder.glob("*.parquet"))) >= parts):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_killed_batch_prediction_resumes_after_its_stored_chunks(
+    client: TestClient, ctx: WorkerContext, model_id: str, settings: Any
+) -> None:
+    rng = np.random.default_rng(0)
+    ds = upload(
+        client, rng.random((16_000, 64), dtype=np.float32) * 16, rng.integers(0, 10, 16_000)
+    )
+    body = {"dataset": {"id": ds}, "mc_samples": 200, "seed": 7}  # 2,000-row chunks: 8 of them
+    batch_id = client.post(f"/v1/models/{model_id}/batch-predictions", json=body).json()["id"]
+    _kill_mid_run(client, batch_id, settings, parts=2)
+    parts = ctx.store.path(f"batch_predictions/{batch_id}/parts")
+    kept = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.parquet")}
+    assert 2 <= len(kept) < 8
+    with ctx.session_factory() as session:  # the dead worker's lease runs out
+        session.execute(
+            update(Job)
+            .where(Job.id == batch_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+        session.commit()
+    assert run_job(ctx, batch_id, "rescuer/2") == "succeeded"
+    assert not parts.exists() or not list(parts.iterdir())
+    logs = client.get(f"/v1/jobs/{batch_id}/logs").text
+    assert f"resumed after {len(kept)} stored chunks" in logs
+    # the same request run once, without a kill, gives the same rows and the same summary
+    whole = scored(client, ctx, model_id, body)
+    resumed = client.get(f"/v1/batch-predictions/{batch_id}").json()
+    assert resumed["summary"] == whole["summary"] and resumed["progress"]["rows_done"] == 16_000
+    a = pq.read_table(ctx.store.path(f"batch_predictions/{batch_id}/results.parquet"))
+    b = pq.read_table(ctx.store.path(f"batch_predictions/{whole['id']}/results.parquet"))
+    assert a.equals(b)

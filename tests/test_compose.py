@@ -38,3 +38,17 @@ def test_compose_services_and_commands_exist() -> None:
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), src
+
+
+def test_flower_watches_the_workers_task_events() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    flower = services["flower"]
+    assert flower["image"].startswith("mher/flower")
+    broker = services["worker-cpu"]["environment"]["KTS_BROKER_URL"]
+    assert f"--broker={broker}" in flower["command"] and "flower" in flower["command"]
+    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert all(p.startswith("127.0.0.1:") for p in flower["ports"])  # it can stop workers
+    for name in ("worker-cpu", "worker-gpu"):
+        assert "--events" in services[name]["command"], name
+    assert services["api"]["environment"]["KTS_TASK_EVENTS"] == "true"  # task-sent events

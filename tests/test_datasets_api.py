@@ -103,3 +103,32 @@ def test_pickled_arrays_are_refused(client: TestClient) -> None:
     np.savez(buf, X=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4, dtype=int))
     r = client.post("/v1/datasets", files={"file": ("p.npz", buf.getvalue())})
     assert r.status_code == 422 and "pickle" in r.json()["error"]["message"]
+
+
+def test_rows_of_uploaded_and_builtin_data_sets(client: TestClient) -> None:
+    X = np.arange(60, dtype=np.float32).reshape(5, 3, 4)
+    buf = io.BytesIO()
+    np.savez(buf, X=X, y=np.array([0, 1, 2, 1, 0]))
+    ds = client.post("/v1/datasets", files={"file": ("d.npz", buf.getvalue())}).json()["id"]
+    page = client.get(f"/v1/datasets/{ds}/rows", params={"offset": 3, "limit": 5}).json()
+    assert page["total"] == 5 and page["offset"] == 3
+    assert [r["row"] for r in page["rows"]] == [3, 4]
+    assert page["rows"][0]["x"] == X[3].tolist() and page["rows"][0]["label"] == 1
+    assert client.get(f"/v1/datasets/{ds}/rows", params={"offset": 9}).json()["rows"] == []
+    assert client.get(f"/v1/datasets/{ds}/rows", params={"limit": 101}).status_code == 422
+    assert client.get("/v1/datasets/unknown/rows").status_code == 404
+    iris = client.get("/v1/datasets/builtin/iris/rows", params={"limit": 2}).json()
+    assert iris["total"] == 150 and iris["rows"][0]["class_name"] == "setosa"
+    assert len(iris["rows"][0]["x"]) == 4
+    assert client.get("/v1/datasets/builtin/mnist/rows").status_code == 404
+
+
+def test_csv_rows_carry_their_class_names(client: TestClient) -> None:
+    body = b"a,b,kind\n1,2,cat\n3,4,dog\n5,6,cat\n"
+    r = client.post("/v1/datasets", files={"file": ("p.csv", body)}, data={"target": "kind"})
+    rows = client.get(f"/v1/datasets/{r.json()['id']}/rows").json()["rows"]
+    assert [(x["x"], x["label"], x["class_name"]) for x in rows] == [
+        ([1.0, 2.0], 0, "cat"),
+        ([3.0, 4.0], 1, "dog"),
+        ([5.0, 6.0], 0, "cat"),
+    ]

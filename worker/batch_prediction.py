@@ -4,7 +4,6 @@ file, and summarise the uncertainty so the most uncertain rows can go to labelli
 """
 
 import heapq
-import os
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from inference.sampler import Predictor
 from inference.statistics import statistics
+from service.artifacts import ArtifactStore
 from service.datasets import arrays
 from service.rows import BatchPrediction, Dataset, TrainedModel
 from worker.context import WorkerContext
@@ -119,6 +119,7 @@ def _arrow(rows: np.ndarray, columns: dict[str, np.ndarray]) -> pa.Table:
 
 @runs("batch_predict")
 def run_batch_prediction(run: JobRun) -> str:
+    """Score the data set in chunks; a chunk already stored by an earlier attempt is kept."""
     ctx, job_id = run.ctx, run.job_id
     with ctx.session_factory() as session:
         row = session.scalar(select(BatchPrediction).where(BatchPrediction.id == job_id))
@@ -129,18 +130,21 @@ def run_batch_prediction(run: JobRun) -> str:
     predictor = Predictor.load(ctx.store.path(model.artifact_key), model.task)
     outputs = max(1, model.n_classes or 1)
     chunk = int(max(1, min(MAX_CHUNK_ROWS, ROW_BUDGET // max(1, row.mc_samples * outputs))))
-    partial = ctx.store.path(f"batch_predictions/{job_id}/partial-{os.getpid()}.parquet")
-    partial.parent.mkdir(parents=True, exist_ok=True)
     score = "predictive_entropy" if model.task == "classification" else "uncertainty"
     summary = Summary(score, row.seed or 0)
+    parts = Parts(ctx.store, job_id)
+    done = parts.replay(summary)
+    if done:
+        run.log.info("resumed", f"resumed after {done} stored chunks", chunks=done)
     with run.watched():
-        _score(run, predictor, row, model.task, dataset.artifact_key, chunk, partial, summary)
+        _score(run, predictor, row, model.task, dataset.artifact_key, chunk, parts, summary)
     if run.signal.reason is not None:  # no half results are ever marked complete
-        partial.unlink(missing_ok=True)
-        return run.stopped()
+        outcome = run.stopped()
+        if outcome == "cancelled":
+            parts.clear()
+        return outcome  # handed back or lost: the stored chunks wait for the next attempt
     key = f"batch_predictions/{job_id}/results.parquet"
-    final = ctx.store.path(key)
-    os.replace(partial, final)
+    parts.merge(key)
     n = arrays.row_count(ctx.store, dataset.artifact_key)
 
     def results(session: Session) -> None:
@@ -151,9 +155,60 @@ def run_batch_prediction(run: JobRun) -> str:
         )
 
     outcome = run.succeed(add=results, epoch=1)
-    if outcome != "succeeded":
-        final.unlink(missing_ok=True)
+    if outcome == "succeeded":
+        parts.clear()
+    else:
+        ctx.store.delete(key)
     return outcome
+
+
+class Parts:
+    """The scored chunks of one batch prediction, one Parquet file each, written whole (temp
+    file + rename): a worker killed mid-chunk leaves the chunks before it, and the next attempt
+    starts after them. The chunk size depends only on the model and the request, and chunk i's
+    seed is `seed + i`, so a resumed run writes what an uninterrupted one would."""
+
+    def __init__(self, store: ArtifactStore, job_id: str) -> None:
+        self.store = store
+        self.prefix = f"batch_predictions/{job_id}/parts"
+
+    def key(self, index: int) -> str:
+        return f"{self.prefix}/{index:06d}.parquet"
+
+    def stored(self) -> int:
+        """How many chunks in a row, from the first, are stored."""
+        n = 0
+        while self.store.exists(self.key(n)):
+            n += 1
+        return n
+
+    def write(self, index: int, table: pa.Table) -> None:
+        with self.store.writer(self.key(index)) as fh:
+            pq.write_table(table, fh)
+
+    def replay(self, summary: Summary) -> int:
+        """Feed the stored chunks to the summary, in order; how many there were."""
+        n = self.stored()
+        for index in range(n):
+            table = pq.read_table(self.store.path(self.key(index)))
+            columns = {
+                name: table.column(name).to_numpy()
+                for name in table.column_names
+                if name != "row" and not pa.types.is_list(table.schema.field(name).type)
+            }
+            summary.add(table.column("row").to_numpy(), columns)
+        return n
+
+    def merge(self, key: str) -> None:
+        """The chunks as one results file, written whole."""
+        n = self.stored()
+        schema = pq.read_schema(self.store.path(self.key(0))) if n else pa.schema([])
+        with self.store.writer(key) as fh, pq.ParquetWriter(fh, schema) as out:
+            for index in range(n):
+                out.write_table(pq.read_table(self.store.path(self.key(index))))
+
+    def clear(self) -> None:
+        self.store.delete_tree(self.prefix)
 
 
 def _score(
@@ -163,30 +218,24 @@ def _score(
     task: str,
     data_key: str,
     chunk: int,
-    partial: Any,
+    parts: Parts,
     summary: Summary,
 ) -> None:
-    """Score the data set chunk by chunk into the partial Parquet file."""
-    writer = None
-    start = 0
-    try:
-        for index, rows_x in enumerate(arrays.iter_rows(run.ctx.store, data_key, chunk)):
-            if run.signal.reason is not None:
-                break
-            X = rows_x.astype(np.float32, copy=False)
-            rows = np.arange(start, start + len(X))
-            chunk_seed = None if row.seed is None else row.seed + index
-            columns = _columns(predictor, X, row.mc_samples, chunk_seed, row.interval, task)
-            table = _arrow(rows, columns)
-            if writer is None:
-                writer = pq.ParquetWriter(partial, table.schema)
-            writer.write_table(table)
-            summary.add(rows, columns)
-            start += len(X)
-            _progress(run.ctx, run.job_id, start)
-    finally:
-        if writer is not None:
-            writer.close()
+    """Score the chunks not stored yet, each into its own part."""
+    first = parts.stored()
+    start = first * chunk
+    chunks = arrays.iter_rows(run.ctx.store, data_key, chunk, start_row=start)
+    for index, rows_x in enumerate(chunks, start=first):
+        if run.signal.reason is not None:
+            break
+        X = rows_x.astype(np.float32, copy=False)
+        rows = np.arange(start, start + len(X))
+        chunk_seed = None if row.seed is None else row.seed + index
+        columns = _columns(predictor, X, row.mc_samples, chunk_seed, row.interval, task)
+        parts.write(index, _arrow(rows, columns))
+        summary.add(rows, columns)
+        start += len(X)
+        _progress(run.ctx, run.job_id, start)
 
 
 def _progress(ctx: WorkerContext, job_id: str, rows_done: int) -> None:

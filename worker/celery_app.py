@@ -10,7 +10,7 @@ import logging
 import threading
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutting_down
 
 from service.queue import make_celery
 from service.settings import get_settings
@@ -19,6 +19,16 @@ app = make_celery(get_settings())
 app.conf.include = ["worker.tasks"]
 log = logging.getLogger(__name__)
 _node: dict[str, str] = {}
+
+
+@setup_logging.connect
+def _logging(loglevel: int | str | None = None, **_kwargs: object) -> None:
+    """The service's log lines (JSON by default) instead of Celery's own format."""
+    from service.logs.config import configure_logging
+
+    settings = get_settings()
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    configure_logging(settings.log_format, str(level or settings.log_level))
 
 
 @worker_process_init.connect

@@ -6,7 +6,7 @@ import sys
 import httpx
 import typer
 
-from kts_client.cli import datasets, jobs, models, train
+from kts_client.cli import datasets, jobs, models, tensorboard, train
 from kts_client.cli.common import State, print_api_error, stderr
 from kts_client.errors import ApiError
 
@@ -21,6 +21,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 app.command("train")(train.train)
+app.command("tensorboard")(tensorboard.tensorboard)
 
 
 @app.callback()

@@ -1,5 +1,7 @@
-"""`kts jobs list|show|follow|cancel|diagnostics|delete`."""
+"""`kts jobs list|show|follow|cancel|diagnostics|logs|delete`."""
 
+import json
+import time
 from typing import Annotated, Any, Literal
 
 import typer
@@ -19,7 +21,9 @@ from kts_client.cli.common import (
     when,
 )
 from kts_client.cli.train import follow_job, metrics_text
+from kts_client.client import Client
 from service.jobs.schemas import JobRead
+from service.logs.service import as_text
 
 app = typer.Typer(help="Training, optimize and batch-prediction jobs.", no_args_is_help=True)
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -159,3 +163,41 @@ def _layers(record: dict[str, Any]) -> None:
         for x in record.get("layers", [])
     ]
     table(LAYER_COLUMNS, rows, title=f"epoch {record['epoch']}")
+
+
+LOG_PAGE = 1000  # the route's largest page
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    job_id: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")
+    ] = False,
+    level: Annotated[
+        Literal["info", "warning", "error"] | None,
+        typer.Option("--level", help="Only lines at this level or above."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """A job's own log: start, epochs, resume, hand-back and its end (with a traceback)."""
+    with client(ctx) as kts:
+        _print_logs(kts, job_id, follow, level, wants_json(ctx, json_out))
+
+
+def _print_logs(kts: Client, job_id: str, follow: bool, level: str | None, as_json: bool) -> None:
+    after = 0
+    while True:
+        page = kts.job_logs(job_id, after=after, limit=LOG_PAGE, level=level)
+        for line in page.lines:
+            if as_json:
+                print(json.dumps(line.model_dump(mode="json")), flush=True)
+        if page.lines and not as_json:
+            print(as_text(page), end="", flush=True)
+        after = page.next_after
+        if len(page.lines) == LOG_PAGE:
+            continue  # more written already
+        if not follow or page.status in ("succeeded", "failed", "cancelled"):
+            return
+        time.sleep(1.0)

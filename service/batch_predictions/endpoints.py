@@ -14,12 +14,15 @@ from service.jobs.service import cancel_job
 from service.models.service import get_model
 from service.pagination import page
 from service.queue import enqueue
+from service.quotas import JOB_QUOTA
 from service.rows import BatchPrediction, Job
 
 router = APIRouter(tags=["batch predictions"])
 
 
-@router.post("/v1/models/{model_id}/batch-predictions", status_code=202)
+@router.post(
+    "/v1/models/{model_id}/batch-predictions", status_code=202, dependencies=[JOB_QUOTA]
+)
 def create_batch_prediction(
     model_id: str,
     body: BatchPredictionCreate,

@@ -19,6 +19,7 @@ from service.datasets.service import get_dataset
 from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
 from service.jobs.service import new_job
 from service.models.service import check_sampling
+from service.plots.catalog import batch_plots
 from service.rows import BatchPrediction, Job, TrainedModel
 from service.settings import Settings
 
@@ -97,6 +98,7 @@ def read(row: BatchPrediction, job: Job) -> dict[str, Any]:
         "created_at": row.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "plots": batch_plots(row, job.status),
     }
 
 

@@ -56,9 +56,13 @@ def load_builtin(name: str) -> Arrays:
 def save_arrays(store: ArtifactStore, prefix: str, arrays: Arrays) -> None:
     """One plain .npy per array, so a reader can memory-map rows instead of loading them.
     Written straight to the file: a memory-mapped array is never copied into memory."""
-    for name, array in (("X", arrays.X), ("y", arrays.y)):
-        with store.writer(f"{prefix}/{name}.npy") as fh:
-            np.save(fh, array, allow_pickle=False)
+    try:
+        for name, array in (("X", arrays.X), ("y", arrays.y)):
+            with store.writer(f"{prefix}/{name}.npy") as fh:
+                np.save(fh, array, allow_pickle=False)
+    except BaseException:  # a full disk after X: no half data set stays behind
+        store.delete_tree(prefix)
+        raise
 
 
 def row_count(store: ArtifactStore, prefix: str) -> int:
@@ -74,14 +78,17 @@ def npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     return np.lib.format.read_array_header_2_0(fh)  # type: ignore[no-any-return]
 
 
-def iter_rows(store: ArtifactStore, prefix: str, chunk_rows: int) -> Iterator[np.ndarray]:
-    """X in chunks of rows, read from the file (not memory-mapped): memory stays bounded by
-    the chunk whatever the data set's size."""
+def iter_rows(
+    store: ArtifactStore, prefix: str, chunk_rows: int, start_row: int = 0
+) -> Iterator[np.ndarray]:
+    """X in chunks of rows from `start_row`, read from the file (not memory-mapped): memory
+    stays bounded by the chunk whatever the data set's size."""
     with open(store.path(f"{prefix}/X.npy"), "rb") as fh:
         shape, fortran, dtype = npy_header(fh)
         if fortran:
             raise ValueError("expected a C-ordered array")
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        fh.seek(start_row * row_bytes, 1)
         while True:
             data = fh.read(chunk_rows * row_bytes)
             if not data:

@@ -2,16 +2,19 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 
 from service.auth import TenantDep
 from service.datasets import parsing, service
-from service.datasets.arrays import describe, save_arrays
-from service.datasets.schemas import DatasetRead
+from service.datasets.arrays import describe, load_builtin, save_arrays
+from service.datasets.schemas import DatasetRead, DatasetRows
 from service.datasets.service import get_dataset
 from service.deps import SessionDep, SettingsDep, StoreDep
+from service.errors import NotFound
 from service.pagination import Page, page
+from service.quotas import check_storage, dataset_bytes
 from service.rows import Dataset, new_id
+from service.spec.training import BUILTIN_DATASETS
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -33,6 +36,7 @@ def upload_dataset(
             file.file, file.filename or "", target, task, parsing.Limits.of(settings), scratch
         )
         meta, class_names = describe(arrays), arrays.class_names
+        check_storage(session, tenant, settings, dataset_bytes(meta.n_samples, meta.input_shape))
         dataset_id = new_id()
         key = f"datasets/{dataset_id}"
         save_arrays(store, key, arrays)
@@ -52,6 +56,38 @@ def upload_dataset(
     session.add(row)
     session.commit()
     return DatasetRead.of(row)
+
+
+Offset = Annotated[int, Query(ge=0, le=2**62, description="First row (0-based).")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Rows to return.")]
+
+
+@router.get("/builtin/{name}/rows", response_model=DatasetRows)
+def builtin_rows(
+    name: Annotated[str, Path(max_length=64)],
+    tenant: TenantDep,
+    offset: Offset = 0,
+    limit: Limit = 10,
+) -> DatasetRows:
+    """Rows of a built-in data set (features as the model sees them, and labels)."""
+    if name not in BUILTIN_DATASETS:
+        names = ", ".join(BUILTIN_DATASETS)
+        raise NotFound(f"No built-in data set is named {name[:64]!r}. Built-in: {names}.")
+    return service.read_rows(load_builtin(name), offset, limit)
+
+
+@router.get("/{dataset_id}/rows", response_model=DatasetRows)
+def dataset_rows(
+    dataset_id: str,
+    tenant: TenantDep,
+    session: SessionDep,
+    store: StoreDep,
+    offset: Offset = 0,
+    limit: Limit = 10,
+) -> DatasetRows:
+    """Rows of an uploaded data set, e.g. to try a prediction on one."""
+    row = get_dataset(session, dataset_id, tenant)
+    return service.read_rows(service.stored_arrays(store, row), offset, limit)
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead)

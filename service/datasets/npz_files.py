@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from service.artifacts import is_disk_full
 from service.datasets.arrays import npy_header
 from service.datasets.checks import Limits, invalid
 from service.errors import PayloadTooLarge
@@ -33,7 +34,9 @@ def read_npz(fh: IO[bytes], limits: Limits, scratch: Path) -> tuple[np.ndarray, 
                 raise invalid(f"Expected arrays X (or x) and y. Received: {names}")
             X = _stage(zf, members[x_name], "X", limits, scratch)
             y = np.array(_stage(zf, members["y"], "y", limits, scratch))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        if is_disk_full(exc):  # the scratch disk, not the archive: StorageFull (507) upstream
+            raise
         raise invalid("Expected a readable .npz archive of plain arrays.") from None
     return X, y
 

@@ -1,6 +1,7 @@
 """Data-set request and response shapes (the ORM row is service/rows.py's Dataset)."""
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -20,3 +21,16 @@ class DatasetRead(BaseModel):
     @classmethod
     def of(cls, row: Dataset) -> "DatasetRead":
         return cls.model_validate(row, from_attributes=True)
+
+
+class DatasetRow(BaseModel):
+    row: int
+    x: list[Any]  # nested as the data set's input shape
+    label: int | float | list[float]
+    class_name: str | None = None
+
+
+class DatasetRows(BaseModel):
+    total: int
+    offset: int
+    rows: list[DatasetRow]

@@ -1,9 +1,12 @@
 """Data-set domain functions: lookups and storing an upload."""
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.artifacts import ArtifactStore
+from service.datasets.arrays import Arrays
+from service.datasets.schemas import DatasetRow, DatasetRows
 from service.errors import Conflict, NotFound
 from service.rows import BatchPrediction, Dataset, Job
 from service.tenancy import owned
@@ -33,3 +36,25 @@ def delete_dataset(session: Session, store: ArtifactStore, row: Dataset) -> None
 
 def _batch_dataset(session: Session, batch_id: str) -> str | None:
     return session.scalar(select(BatchPrediction.dataset_id).where(BatchPrediction.id == batch_id))
+
+
+def read_rows(arrays: Arrays, offset: int, limit: int) -> DatasetRows:
+    """Rows `offset` to `offset + limit` of a data set (memory-mapped: only those are read)."""
+    total = len(arrays.y)
+    stop = min(total, offset + limit)
+    rows = []
+    for i in range(offset, stop):
+        label = arrays.y[i]
+        value = label.tolist() if label.ndim else label.item()
+        name = None
+        if arrays.class_names is not None and isinstance(value, int):
+            name = arrays.class_names[value] if value < len(arrays.class_names) else None
+        rows.append(DatasetRow(row=i, x=arrays.X[i].tolist(), label=value, class_name=name))
+    return DatasetRows(total=total, offset=offset, rows=rows)
+
+
+def stored_arrays(store: ArtifactStore, row: Dataset) -> Arrays:
+    """An uploaded data set's arrays, memory-mapped."""
+    X = np.load(store.path(f"{row.artifact_key}/X.npy"), mmap_mode="r", allow_pickle=False)
+    y = np.load(store.path(f"{row.artifact_key}/y.npy"), mmap_mode="r", allow_pickle=False)
+    return Arrays(X, y, row.class_names)

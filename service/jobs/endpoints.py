@@ -14,9 +14,11 @@ from sqlalchemy import select
 from service.auth import TenantDep
 from service.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from service.jobs import service as jobs
+from service.jobs import tensorboard as boards
 from service.jobs.schemas import JobRead, ValidateResult
 from service.pagination import Page, page
 from service.queue import enqueue
+from service.quotas import JOB_QUOTA
 from service.rows import Job, JobDiagnostics
 from service.spec import TrainingSpec
 
@@ -25,7 +27,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-@router.post("", status_code=202, response_model=JobRead)
+@router.post("", status_code=202, response_model=JobRead, dependencies=[JOB_QUOTA])
 def submit_job(
     spec: TrainingSpec,
     tenant: TenantDep,
@@ -105,6 +107,20 @@ def job_diagnostics(job_id: str, tenant: TenantDep, session: SessionDep) -> dict
         "flags": job.warnings or [],
         "epochs": [{"epoch": r.epoch, "layers": r.layers, "flags": r.flags} for r in rows],
     }
+
+
+@router.get("/{job_id}/tensorboard")
+def job_tensorboard(
+    job_id: str, tenant: TenantDep, session: SessionDep, store: StoreDep
+) -> StreamingResponse:
+    """The job's TensorBoard event files as a .tar.gz (404 when it has written none)."""
+    job = jobs.get_job(session, job_id, tenant)
+    files = boards.event_files(store, job.id)
+    return StreamingResponse(
+        boards.archive(files, job.id),
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{job.id}-tensorboard.tar.gz"'},
+    )
 
 
 def _sse(event: str, data: dict[str, Any], event_id: int | str) -> str:

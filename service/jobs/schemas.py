@@ -4,8 +4,9 @@ service/spec/training.py)."""
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from service.plots.catalog import job_plots
 from service.rows import Job
 from service.spec.versions import upgrade
 
@@ -34,6 +35,9 @@ class JobRead(BaseModel):
     spec_version: int
     engine: str | None
     spec: dict[str, Any]
+    plots: list[str] = Field(
+        default_factory=list, description="Plot names available now (GET .../plots/{name})."
+    )
 
     @classmethod
     def of(cls, row: Job) -> "JobRead":
@@ -56,6 +60,7 @@ class JobRead(BaseModel):
             spec_version=row.spec_version,
             engine=row.engine,
             spec=upgraded(row) if row.kind == "train" else row.spec,
+            plots=job_plots(row),
         )
 
 

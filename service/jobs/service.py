@@ -194,6 +194,8 @@ def delete_job(session: Session, store: ArtifactStore, job: Job) -> None:
     session.flush()
     store.delete_tree(f"jobs/{job.id}")
     store.delete_tree(f"batch_predictions/{job.id}")
+    store.delete_tree(f"plots/jobs/{job.id}")
+    store.delete_tree(f"plots/batch_predictions/{job.id}")
 
 
 def pin_base_model(session: Session, spec: TrainingSpec, tenant: str) -> TrainingSpec:

@@ -21,6 +21,7 @@ from service.models.rows_cache import cached_row, forget_rows
 from service.models.schemas import ModelRead, PredictOptions, PredictRequest, TagsUpdate
 from service.pagination import Page, page
 from service.queue import enqueue
+from service.quotas import JOB_QUOTA, PREDICT_RATE
 from service.rows import TrainedModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -128,7 +129,9 @@ def download_model(
     )
 
 
-@router.post("/{model_id}/optimize", status_code=202, response_model=JobRead)
+@router.post(
+    "/{model_id}/optimize", status_code=202, response_model=JobRead, dependencies=[JOB_QUOTA]
+)
 def optimize_model(
     model_id: str,
     tenant: TenantDep,
@@ -148,6 +151,7 @@ def optimize_model(
 
 @router.post(
     "/{model_id}/predict",
+    dependencies=[PREDICT_RATE],
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -2,14 +2,17 @@
 
 import io
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from service.artifacts import disk_full_as_storage_full
 from service.datasets.arrays import npy_header
 from service.errors import ErrorDetail, SpecInvalid
+from service.metrics.instruments import predict_instruments
 from service.models.schemas import PredictOptions
 from service.rows import TrainedModel
 
@@ -26,25 +29,31 @@ def get_predictor(state: Any, row: TrainedModel) -> Any:
     """A loaded model with its compiled plain and MC functions, kept in a bounded LRU cache."""
     from inference.sampler import Predictor  # imports Keras lazily
 
-    cache = _cache(state)
+    cache, meter = _cache(state), predict_instruments(state)
     with _lock:
         predictor = cache.get(row.id)
         if predictor is not None:
             cache.move_to_end(row.id)
+            meter.cache_hits.inc()
             return predictor
+    meter.cache_misses.inc()
     predictor = Predictor.load(state.store.path(row.artifact_key), row.task)
     with _lock:
         cache[row.id] = predictor
-        evict(cache, state.settings.model_cache_size, state.settings.model_cache_bytes)
+        gone = evict(cache, state.settings.model_cache_size, state.settings.model_cache_bytes)
+        meter.cached(cache, gone)
     return predictor
 
 
-def evict(cache: "OrderedDict[str, Any]", max_models: int, max_bytes: int) -> None:
-    """Drop least recently used models past either bound (the newest always stays)."""
+def evict(cache: "OrderedDict[str, Any]", max_models: int, max_bytes: int) -> list[str]:
+    """Drop least recently used models past either bound (the newest always stays); return
+    the ids dropped."""
+    dropped = []
     while len(cache) > 1 and (
         len(cache) > max_models or sum(p.memory_bytes for p in cache.values()) > max_bytes
     ):
-        cache.popitem(last=False)
+        dropped.append(cache.popitem(last=False)[0])
+    return dropped
 
 
 def to_array(instances: list[Any], input_shape: list[int]) -> np.ndarray:
@@ -98,16 +107,23 @@ def predict_rows(state: Any, row: TrainedModel, X: np.ndarray, options: PredictO
     """Plain outputs (rows x outputs), or one dict of MC statistics per row (with
     `class_name` beside `class` when the model has class names)."""
     predictor = get_predictor(state, row)
+    started = time.perf_counter()
     if options.mc_samples == 0:
-        return predictor.predict(X)
-    rows = predictor.predict_mc(
-        X,
-        options.mc_samples,
-        options.seed,
-        return_samples=options.return_samples,
-        interval=options.interval,
-    )
-    return with_class_names(rows, row.class_names)
+        answer = predictor.predict(X)
+    else:
+        rows = predictor.predict_mc(
+            X,
+            options.mc_samples,
+            options.seed,
+            return_samples=options.return_samples,
+            interval=options.interval,
+        )
+        answer = with_class_names(rows, row.class_names)
+    seconds = time.perf_counter() - started
+    with _lock:  # a model evicted meanwhile keeps no latency series (a bounded label set)
+        if row.id in _cache(state):
+            predict_instruments(state).observe(row.id, options.mc_samples, len(X), seconds)
+    return answer
 
 
 def with_class_names(rows: list[dict[str, Any]], names: list[str] | None) -> list[dict[str, Any]]:
@@ -140,9 +156,14 @@ def export_path(state: Any, row: TrainedModel, fmt: str, quantize: str | None) -
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".tmp-{name}")
             try:
-                export_file(state.store.path(row.artifact_key), row.task, fmt, quantize, tmp)
+                with disk_full_as_storage_full():
+                    export_file(state.store.path(row.artifact_key), row.task, fmt, quantize, tmp)
             except ExportUnavailable as exc:
                 raise SpecInvalid([ErrorDetail(("format",), str(exc))]) from None
+            except BaseException:  # a half-written export never stays behind
+                if tmp.is_file():
+                    tmp.unlink()
+                raise
             tmp.replace(path)
     return path  # type: ignore[no-any-return]
 

@@ -19,6 +19,8 @@ ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 RESERVED = ("latest",)
 
 
+MAX_VERSION_DIGITS = 18
+
 def resolve(session: Session, ref: str, tenant: str | None) -> TrainedModel | None:
     """The model an id or NAME@ALIAS / NAME@VERSION / NAME@latest names, or None."""
     query = select(TrainedModel)
@@ -29,6 +31,8 @@ def resolve(session: Session, ref: str, tenant: str | None) -> TrainedModel | No
     name, selector = ref.rsplit("@", 1)
     query = query.where(TrainedModel.name == name)
     if selector.isdecimal() and selector.isascii():
+        if len(selector) > MAX_VERSION_DIGITS:  # past a 64-bit integer: no such version
+            return None
         return session.scalar(query.where(TrainedModel.version == int(selector)))
     if selector == "latest":
         return session.scalar(query.order_by(TrainedModel.version.desc()).limit(1))
@@ -121,6 +125,7 @@ def delete_model(session: Session, store: ArtifactStore, model: TrainedModel) ->
     session.delete(model)
     session.flush()
     store.delete_tree(f"models/{model.id}")
+    store.delete_tree(f"plots/models/{model.id}")
 
 
 def filters(

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from service.plots.catalog import model_plots
 from service.rows import TrainedModel
 
 
@@ -27,10 +28,15 @@ class ModelRead(BaseModel):
     task: str
     n_classes: int | None
     input_shape: list[int]
+    plots: list[str] = Field(
+        default_factory=list, description="Plot names available now (GET .../plots/{name})."
+    )
 
     @classmethod
     def of(cls, row: TrainedModel) -> "ModelRead":
-        return cls.model_validate(row, from_attributes=True)
+        read = cls.model_validate(row, from_attributes=True)
+        read.plots = model_plots(row)
+        return read
 
 
 class PredictOptions(BaseModel):

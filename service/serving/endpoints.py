@@ -18,6 +18,7 @@ from service.auth import TenantDep
 from service.deps import SessionDep
 from service.models import service as models
 from service.models.predictions import predict_limiter
+from service.quotas import PREDICT_RATE
 from service.serving import service as serving
 from service.serving.schemas import (
     InferRequest,
@@ -82,6 +83,7 @@ async def _answer(request: Request, answer: Callable[[bytes], dict[str, Any]]) -
 
 @router.post(
     "/v1/models/{model_id}:predict",
+    dependencies=[PREDICT_RATE],
     response_model=TFServingRows | TFServingColumns,
     summary="Predict (TensorFlow Serving REST API)",
     openapi_extra=_json_body(TFServingRequest),
@@ -184,6 +186,7 @@ async def _infer(request: Request, name: str, version: str | None, tenant: str) 
 
 @router.post(
     "/v2/models/{name}/infer",
+    dependencies=[PREDICT_RATE],
     response_model=InferResponse,
     summary="Infer (Open Inference v2)",
     openapi_extra=_json_body(InferRequest),
@@ -195,6 +198,7 @@ async def infer(name: str, tenant: TenantDep, request: Request) -> Response:
 
 @router.post(
     "/v2/models/{name}/versions/{version}/infer",
+    dependencies=[PREDICT_RATE],
     response_model=InferResponse,
     summary="Infer on a version (Open Inference v2)",
     openapi_extra=_json_body(InferRequest),

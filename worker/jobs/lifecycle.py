@@ -17,11 +17,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from service.artifacts import disk_full_as_storage_full
 from service.errors import ApiError
+from service.logs.context import bind, log_scope
 from service.models.registry import next_version
 from service.registry import register_in
 from service.rows import TrainedModel, new_id
 from worker.context import WorkerContext
+from worker.jobs.joblog import JobLog
 from worker.jobs.lease import Claim, StopSignal, Watcher, claim, finish, release, worker_id
 from worker.jobs.reconcile import requeue
 
@@ -45,6 +48,10 @@ class JobRun:
     job_id: str
     claim: Claim
     signal: StopSignal = field(default_factory=StopSignal)
+    log: JobLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = JobLog(self.ctx, self.job_id)
 
     @property
     def owner(self) -> str:
@@ -100,8 +107,16 @@ class JobRun:
 
         if model is not None:
             values["model_id"] = model.id
+            bind(model_id=model.id)
+        # the end line before the end: a reader that sees the job ended has its last line
+        made = f": model {model.id} ({model.name})" if model else ""
+        self.log.info(
+            "succeeded", f"succeeded{made}", model_id=values.get("model_id"),
+            metrics=values.get("metrics"),
+        )  # fmt: skip
         if finish(self.ctx, self.job_id, self.owner, add_all, status="succeeded", **values):
             return "succeeded"
+        self.log.warning("lease_lost", "lease lost before the end: this result is dropped")
         if model is not None:  # another worker holds the job now: keep nothing of ours
             self.ctx.store.delete(model.artifact_key)
         return "lease_lost"
@@ -111,12 +126,20 @@ class JobRun:
         reason = self.signal.reason
         if reason == "released":
             if release(self.ctx, self.job_id, self.owner):
+                self.log.info(
+                    "handed_back",
+                    "handed back (its worker is stopping): queued again, it resumes from its "
+                    "last checkpoint",
+                    worker=self.owner,
+                )
                 requeue(self.ctx, self.job_id, self.claim.kind)
             return "released"
         if reason == "cancelled":
+            self.log.info("cancelled", "cancelled on request")
             finish(self.ctx, self.job_id, self.owner, status="cancelled")
             return "cancelled"
-        return "lease_lost"  # another worker holds the job: write nothing
+        self.log.warning("lease_lost", "lease lost: another worker holds the job now")
+        return "lease_lost"  # another worker holds the job: write nothing else
 
 
 PATH = re.compile(r"(/[\w.@+-]+){2,}/?")
@@ -124,11 +147,12 @@ PATH = re.compile(r"(/[\w.@+-]+){2,}/?")
 
 def user_message(exc: BaseException, job_id: str) -> str:
     """What failed, in the user's terms: the error's kind and first line, without server paths
-    or framework traces (those go to the worker's log with the job id)."""
+    or framework traces (those go to the job's log and the worker's, with the job id)."""
     first = (str(exc).strip().splitlines() or [""])[0]
     first = PATH.sub("<path>", first)[:300]
     detail = f": {first}" if first else ""
-    return f"{type(exc).__name__}{detail}. The worker's log has the full error (job {job_id})."
+    where = f"kts jobs logs {job_id}"
+    return f"{type(exc).__name__}{detail}. The job's log has the full error ({where})."
 
 
 Runner = Callable[[JobRun], str]
@@ -149,15 +173,34 @@ def run_job(ctx: WorkerContext, job_id: str, owner: str | None = None) -> str:
     from worker.jobs import kinds  # noqa: F401  (registers every kind's runner)
 
     owner = owner or worker_id()
-    claimed = claim(ctx, job_id, owner)
-    if claimed is None:
-        return "skipped"
+    with log_scope(job_id=job_id):
+        claimed = claim(ctx, job_id, owner)
+        if claimed is None:
+            return "skipped"
+        bind(tenant=claimed.tenant)
+        return _run_claimed(JobRun(ctx, job_id, claimed))
+
+
+def _run_claimed(run: JobRun) -> str:
+    claimed, ctx = run.claim, run.ctx
+    run.log.info(
+        "started",
+        f"{claimed.kind} job started: attempt {claimed.attempts} of "
+        f"{ctx.settings.max_attempts}, worker {run.owner}",
+        kind=claimed.kind, attempt=claimed.attempts, worker=run.owner,
+    )  # fmt: skip
     try:
-        return RUNNERS[claimed.kind](JobRun(ctx, job_id, claimed))
-    except (JobFailed, ApiError) as exc:  # ApiError: the data changed under a queued job
+        with disk_full_as_storage_full():  # any full-disk write ends as `storage_full`
+            return RUNNERS[claimed.kind](run)
+    except JobFailed as exc:
         error = {"code": exc.code, "message": exc.message[:1000]}
+        run.log.failure(exc.code, exc.message)
+    except ApiError as exc:  # the data changed under a queued job
+        error = {"code": exc.code, "message": exc.message[:1000]}
+        run.log.failure(exc.code, exc.message, exc)
     except Exception as exc:
-        log.exception("job %s failed", job_id)  # the traceback, for operators
-        error = {"code": "training_error", "message": user_message(exc, job_id)}
-    finish(ctx, job_id, owner, status="failed", error=error)
+        log.exception("job %s failed", run.job_id)  # the traceback, for operators
+        error = {"code": "training_error", "message": user_message(exc, run.job_id)}
+        run.log.failure("training_error", f"{type(exc).__name__}: {exc}", exc)
+    finish(ctx, run.job_id, run.owner, status="failed", error=error)
     return "failed"

@@ -8,6 +8,7 @@ from sqlalchemy import or_, select
 from service.jobs.service import TERMINAL
 from service.rows import Job, utcnow
 from worker.context import WorkerContext
+from worker.jobs.joblog import JobLog
 from worker.jobs.lease import fail_worker_lost
 
 
@@ -65,21 +66,29 @@ def reconcile(ctx: WorkerContext) -> dict[str, int]:
                 ),
             )
         ).all()
-        todo = []
+        todo, lost, expired_ids = [], [], set()
         for job in expired:
             if job.attempts >= s.max_attempts:
                 fail_worker_lost(session, job.id, job.attempts)
                 counts["worker_lost"] += 1
+                lost.append((job.id, job.attempts))
             else:
                 job.enqueued_at = now
                 todo.append((job.id, job.kind))
+                expired_ids.add(job.id)
                 counts["requeued_expired"] += 1
         for job in stale:
             job.enqueued_at = now
             todo.append((job.id, job.kind))
             counts["requeued_queued"] += 1
         session.commit()
+    for job_id, attempts in lost:  # in the jobs' own logs, after the commit (SQLite: one writer)
+        JobLog(ctx, job_id).failure("worker_lost", f"its worker was lost {attempts} times")
     for job_id, kind in todo:  # after the commit, as every enqueue
+        if job_id in expired_ids:
+            JobLog(ctx, job_id).warning(
+                "lease_expired", "its worker stopped renewing the lease: queued again"
+            )
         requeue(ctx, job_id, kind)
     return counts
 

@@ -91,9 +91,17 @@ def measure(
     x: np.ndarray,
     y: np.ndarray,
     loss_fn: Callable[[Any, Any], Any],
+    gradients: dict[str, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per layer: norms, activation mean/std, saturated and dead fractions."""
+    """One record per layer: norms, activation mean/std, saturated and dead fractions.
+
+    `gradients`, when given, receives the gradient of each trainable weight by its path (the
+    arrays the norms are taken of; TensorBoard's histograms reuse them).
+    """
     outputs, by_path = _forward_and_gradients(probe, x, y, loss_fn)
+    if gradients is not None:
+        gradients.clear()
+        gradients.update(by_path)
     records = []
     for layer, out in zip(model.layers, outputs, strict=True):
         a = out.astype(np.float64)
@@ -179,6 +187,7 @@ class GradientHealth(keras.callbacks.Callback):
         self.loss_fn = lambda y_true, y_pred: keras.ops.mean(per_row(y_true, y_pred))
         self.report = report
         self.probe: keras.Model | None = None
+        self.gradients: dict[str, np.ndarray] = {}  # of the last epoch measured
 
     def on_train_begin(self, logs: Any = None) -> None:
         # Call the layers anew rather than reading `layer.output`: a reused (cloned) layer's
@@ -192,5 +201,5 @@ class GradientHealth(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         assert self.probe is not None
-        records = measure(self.model, self.probe, self.x, self.y, self.loss_fn)
+        records = measure(self.model, self.probe, self.x, self.y, self.loss_fn, self.gradients)
         self.report(epoch + 1, records, flags(records, epoch + 1))

@@ -29,6 +29,7 @@ from worker.training.checkpoint import (
 )
 from worker.training.diagnostics import GradientHealth
 from worker.training.pruning import MagnitudePruning
+from worker.training.tensorboard import job_tensorboard
 
 if TYPE_CHECKING:
     from worker.training.runner import Prepared
@@ -110,13 +111,19 @@ class Fitting:
     def _callbacks(self) -> list[keras.callbacks.Callback]:
         job, signal = self.job, self.run.signal
         probe = slice(0, min(PROBE_ROWS, len(job.X_train)))
+        health = GradientHealth(
+            job.X_train[probe], job.y_train[probe], keras_loss(job.plan.loss), self._health
+        )
         callbacks: list[keras.callbacks.Callback] = [
-            GradientHealth(
-                job.X_train[probe], job.y_train[probe], keras_loss(job.plan.loss), self._health
-            ),
+            health,
             EpochRecorder(self.history, signal, self._progress),
             StopAtBatchEnd(signal, job.deadline),
         ]
+        board = job_tensorboard(
+            self.run, job.plan.epochs, self.history, health.gradients, self.resume is None
+        )
+        if board is not None:  # after the recorder and the health probe: it reads both
+            callbacks.append(board)
         if self.early_stopping is not None:
             callbacks.append(self.early_stopping)
         if self.pruning is not None:
@@ -236,6 +243,7 @@ class Fitting:
                 session.commit()
         except OperationalError:  # the database is restarting: the next epoch writes it all
             log.warning("could not write progress of job %s", run.job_id, exc_info=True)
+        run.log.epoch(epoch, self.job.plan.epochs, history)  # never raises
 
     def _health(
         self, epoch: int, layers: list[dict[str, Any]], found: list[dict[str, Any]]

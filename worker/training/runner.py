@@ -123,6 +123,11 @@ def build_or_resume(run: JobRun, job: Prepared, checkpoints: Checkpoints) -> Fit
     else:
         model = checkpoints.load_model(resume)
         history = {k: list(v) for k, v in resume["history"].items()}
+        run.log.info(
+            "resumed",
+            f"resumed from the checkpoint of epoch {resume['epoch']}",
+            epoch=int(resume["epoch"]),
+        )
     fitting = Fitting(run, job, model, history, resume, checkpoints)
     start_attempt(run, None if resume is None else int(resume["epoch"]), history, fitting)
     return fitting
