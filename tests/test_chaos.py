@@ -6,20 +6,41 @@ checkpoints, only the full disk fails jobs (`storage_full`), and jobs succeed on
 
 import os
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import PG_ADMIN_URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from chaos import run_chaos  # noqa: E402
+from chaos import ensure_postgres, run_chaos  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 N_JOBS = 30  # each kill costs a cold worker (10-30 s on 2 cores): the run stays minutes long
 
 
-def test_no_job_lost_or_duplicated(pg_url: str, tmp_path: Path) -> None:
-    result = run_chaos(pg_url, n_jobs=N_JOBS, kill_every=5, timeout=1500, root=tmp_path)
+@pytest.fixture
+def restartable_db() -> Iterator[str]:
+    """A fresh database, like `pg_url`, whose admin engine survives the PostgreSQL restart."""
+    name = f"kts_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        ensure_postgres()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_no_job_lost_or_duplicated(restartable_db: str, tmp_path: Path) -> None:
+    result = run_chaos(restartable_db, n_jobs=N_JOBS, kill_every=5, timeout=1500, root=tmp_path)
     print(result)
     assert result["lost"] == 0 and result["duplicated"] == 0, result
     assert result["orphan_models"] == 0 and result["failed_with_model"] == 0, result
