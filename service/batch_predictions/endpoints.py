@@ -20,9 +20,7 @@ from service.rows import BatchPrediction, Job
 router = APIRouter(tags=["batch predictions"])
 
 
-@router.post(
-    "/v1/models/{model_id}/batch-predictions", status_code=202, dependencies=[JOB_QUOTA]
-)
+@router.post("/v1/models/{model_id}/batch-predictions", status_code=202, dependencies=[JOB_QUOTA])
 def create_batch_prediction(
     model_id: str,
     body: BatchPredictionCreate,

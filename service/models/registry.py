@@ -21,6 +21,7 @@ RESERVED = ("latest",)
 
 MAX_VERSION_DIGITS = 18
 
+
 def resolve(session: Session, ref: str, tenant: str | None) -> TrainedModel | None:
     """The model an id or NAME@ALIAS / NAME@VERSION / NAME@latest names, or None."""
     query = select(TrainedModel)
