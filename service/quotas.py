@@ -45,7 +45,7 @@ def _job_quota(
     if limit <= 0:
         return
     if idempotency_key is not None and session.scalar(
-        select(Job.id).where(Job.idempotency_key == f"{tenant}:{idempotency_key}")
+        select(Job.id).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key)
     ):
         return  # a retry of a submission that was accepted: it adds no job
     active = session.scalar(

@@ -101,8 +101,7 @@ def create_job(
     """Add a queued job; with a known idempotency key, return the first job instead."""
     digest = spec_hash(spec)
     if idempotency_key is not None:
-        idempotency_key = f"{tenant}:{idempotency_key}"  # tenant names hold no ":"
-        existing = _idempotent(session, idempotency_key, digest)
+        existing = _idempotent(session, tenant, idempotency_key, digest)
         if existing is not None:
             return existing, False
     try:
@@ -118,16 +117,18 @@ def create_job(
         )
     except IntegrityError:  # a concurrent request with the same key won the race
         session.rollback()
-        existing = _idempotent(session, idempotency_key, digest) if idempotency_key else None
+        existing = (
+            _idempotent(session, tenant, idempotency_key, digest) if idempotency_key else None
+        )
         if existing is None:
             raise
         return existing, False
     return job, True
 
 
-def _idempotent(session: Session, key: str, digest: str) -> Job | None:
+def _idempotent(session: Session, tenant: str, key: str, digest: str) -> Job | None:
     """The job first made with this key (409 when it was made from another body)."""
-    existing = session.scalar(select(Job).where(Job.idempotency_key == key))
+    existing = session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == key))
     if existing is not None and existing.request_hash != digest:
         raise Conflict("This Idempotency-Key was used with a different body.")
     return existing
