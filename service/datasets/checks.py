@@ -2,12 +2,14 @@
 dtypes, finite values, class labels. Features are converted in chunks of rows, so a
 memory-mapped upload is never copied into memory whole."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from service.artifacts import disk_full_as_storage_full
 from service.datasets.arrays import Arrays
 from service.errors import ErrorDetail, SpecInvalid
 
@@ -83,11 +85,19 @@ def _float32_c(X: np.ndarray, rows: int, scratch: Path) -> np.ndarray:
 
 
 def _like(X: np.ndarray, scratch: Path) -> np.ndarray:
-    """An empty float32 C-ordered array shaped like X: on disk when X is memory-mapped."""
-    if isinstance(X, np.memmap):
-        path = scratch / "X-float32.npy"
-        return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=X.shape)
-    return np.empty(X.shape, dtype=np.float32)
+    """An empty float32 C-ordered array shaped like X: on disk when X is memory-mapped.
+
+    The file's blocks are reserved before it is mapped: a full disk then fails here, as
+    StorageFull, instead of killing the process with SIGBUS when a write reaches the page."""
+    if not isinstance(X, np.memmap):
+        return np.empty(X.shape, dtype=np.float32)
+    path = scratch / "X-float32.npy"
+    header = {"shape": X.shape, "fortran_order": False, "descr": "<f4"}
+    with disk_full_as_storage_full(), open(path, "wb") as fh:
+        np.lib.format.write_array_header_2_0(fh, header)
+        fh.flush()
+        os.posix_fallocate(fh.fileno(), fh.tell(), X.size * 4)
+    return np.load(path, mmap_mode="r+", allow_pickle=False)
 
 
 def labels(y: np.ndarray, limits: Limits) -> np.ndarray:
