@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--url")
     args = parser.parse_args()
     with running_service(args.url) as base:
-        job = httpx.post(f"{base}/v1/jobs", json=SPEC).json()
+        job = httpx.post(f"{base}/v1/jobs", json=SPEC, timeout=60).json()
         model_id = wait_job(base, job["id"])["model_id"]
         figures("no load", probe(base, args.seconds / 2))
         stop, done = threading.Event(), []

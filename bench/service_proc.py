@@ -44,7 +44,11 @@ def running_service(url: str | None = None) -> Iterator[str]:
             yield base
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # requests still computing: do not wait for them
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def wait_job(base: str, job_id: str, poll: float = 0.05) -> dict:
