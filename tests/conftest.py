@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, make_url, text
 from inference.runtime import choose_backend
 from service.app import create_app
 from service.artifacts import ArtifactStore
+from service.auth import create_key
 from service.db import make_engine, make_session_factory, upgrade_database
 from service.settings import Settings
 from worker.context import WorkerContext
@@ -176,3 +177,14 @@ def pg_url() -> Iterator[str]:
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture
+def secured(settings: Settings) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
+    """A client with keys required, and the headers of tenants alice and bob."""
+    app = create_app(settings.model_copy(update={"require_auth": True}))
+    with app.state.session_factory() as session:
+        alice, bob = create_key(session, "alice"), create_key(session, "bob")
+        session.commit()
+    with TestClient(app) as client:
+        yield client, {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bob}"}

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,6 @@ from fastapi.testclient import TestClient
 from matplotlib.image import imread
 from sqlalchemy import update
 
-from service.app import create_app
-from service.auth import create_key
 from service.datasets.arrays import load_builtin
 from service.plots import figures, training
 from service.plots import service as plots_service
@@ -28,6 +25,7 @@ from service.rows import Job
 from service.settings import Settings
 from service.spec import SPEC_VERSION, TrainingSpec
 from tests.conftest import make_spec, submit
+from tests.test_batch_predictions import upload
 from tests.test_training import upload_regression
 from worker.context import WorkerContext
 from worker.jobs.lifecycle import run_job
@@ -297,14 +295,6 @@ def test_a_model_without_dropout_has_no_plots(client: TestClient, ctx: WorkerCon
     assert r.status_code == 404 and "no reliability plot" in r.json()["error"]["message"]
 
 
-def upload(client: TestClient, X: np.ndarray, y: np.ndarray) -> str:
-    buf = io.BytesIO()
-    np.savez(buf, X=X, y=y)
-    r = client.post("/v1/datasets", files={"file": ("d.npz", buf.getvalue())})
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
 def batch(client: TestClient, ctx: WorkerContext, model_id: str, body: dict[str, Any]) -> str:
     r = client.post(f"/v1/models/{model_id}/batch-predictions", json=body)
     assert r.status_code == 202, r.text
@@ -354,16 +344,6 @@ def test_regression_coverage_and_plots(client: TestClient, ctx: WorkerContext) -
     plain = batch(client, ctx, model_id, {"dataset": {"id": ds}})
     assert client.get(f"/v1/batch-predictions/{plain}").json()["plots"] == []
     assert client.get(f"/v1/batch-predictions/{plain}/plots/entropy_histogram").status_code == 404
-
-
-@pytest.fixture
-def secured(settings: Settings) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
-    app = create_app(settings.model_copy(update={"require_auth": True}))
-    with app.state.session_factory() as session:
-        alice, bob = create_key(session, "alice"), create_key(session, "bob")
-        session.commit()
-    with TestClient(app) as client:
-        yield client, {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bob}"}
 
 
 def test_other_tenants_get_404(secured: Any, ctx: WorkerContext) -> None:

@@ -1,7 +1,6 @@
 """Who may see what: another tenant's data sets, jobs and models do not exist for you."""
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,16 +14,6 @@ from service.settings import Settings
 from tests.conftest import make_spec
 from worker.context import WorkerContext
 from worker.jobs.lifecycle import run_job
-
-
-@pytest.fixture
-def secured(settings: Settings) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
-    app = create_app(settings.model_copy(update={"require_auth": True}))
-    with app.state.session_factory() as session:
-        alice, bob = create_key(session, "alice"), create_key(session, "bob")
-        session.commit()
-    with TestClient(app) as client:
-        yield client, {"Authorization": f"Bearer {alice}"}, {"Authorization": f"Bearer {bob}"}
 
 
 def test_keys_are_required_and_stored_hashed(secured: Any, settings: Settings) -> None:
