@@ -249,7 +249,10 @@ def test_dashboard_trains_watches_and_predicts(tmp_path: Path, tab: Page) -> Non
         assert page.text_content("#pick-dataset") == "digits"
         page.fill("#pick-input", "0")
         page.click("#pick-button")
-        page.wait_for_function("document.querySelector('#row-input').value.length > 0")
+        # Not `wait_for_function("...")`: it polls by eval, which the page's CSP forbids.
+        from playwright.sync_api import expect
+
+        expect(page.locator("#row-input")).not_to_have_value("", timeout=30_000)
         picked = [float(v) for v in page.input_value("#row-input").split(",")]
         assert picked == [float(v) for v in row]
         assert page.text_content("#pick-label").startswith("label 0")
@@ -314,10 +317,12 @@ def test_dashboard_with_api_keys(tmp_path: Path, tab: Page) -> None:
 
 
 def _assert_image_loaded(page: Any, selector: str) -> None:
-    page.wait_for_function(
-        "s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth }",
-        arg=selector,
-    )
+    """Waits with Playwright's matchers: `wait_for_function` polls by eval, which CSP forbids."""
+    from playwright.sync_api import expect
+
+    image = page.locator(selector).first
+    expect(image).to_have_js_property("complete", True, timeout=30_000)
+    assert image.evaluate("i => i.naturalWidth") > 0, f"{selector} did not load"
 
 
 def test_artifacts_folder_is_git_ignored() -> None:
