@@ -3,17 +3,20 @@ worker is SIGKILLed every few seconds for the whole run (and started again), Red
 PostgreSQL are restarted once each and the artifact disk is filled once; prints jobs lost,
 duplicated and resumed.
 
-Usage: python bench/chaos.py [--jobs 1000] [--kill-every 5] [--pg postgresql+psycopg://...]
+Usage: python bench/chaos.py [--jobs 1000] [--kill-every 5] [--system-pg]
 (tests/test_chaos.py runs the same harness with fewer jobs and asserts the outcome).
 
-PostgreSQL is the Debian cluster of this machine (`pg_ctlcluster`), restarted in place: other
-clients of it see the restart too. The disk fill needs root (a tmpfs is mounted as the
+PostgreSQL is a cluster of the run's own (initdb in a temporary folder, a free port), so its
+restart disturbs no other client of this machine; `--system-pg` uses and restarts this machine's
+Debian cluster (`pg_ctlcluster`) instead. The disk fill needs root (a tmpfs is mounted as the
 artifact folder); without it the step is skipped and the result says why.
 """
 
 import argparse
+import glob
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,6 +71,82 @@ def ensure_postgres() -> None:
     """Start the cluster if a run left it stopped (called in every `finally`)."""
     if os.path.isdir("/etc/postgresql") and postgres("status").returncode != 0:
         postgres("start")
+
+
+class SystemPostgres:
+    """This machine's Debian cluster, restarted in place: its other clients see it too."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def restart(self) -> dict[str, Any]:
+        """Stop the cluster (fast: every connection dropped), keep it down 2 s, start it."""
+        started = time.monotonic()
+        stop = postgres("stop", "--mode=fast")
+        time.sleep(2)
+        start = postgres("start")
+        seconds = round(time.monotonic() - started, 1)
+        return {"rc": (stop.returncode, start.returncode), "seconds": seconds}
+
+    def close(self) -> None:
+        ensure_postgres()
+
+
+def postgres_binaries() -> Path | None:
+    """The folder of `initdb` and `pg_ctl` (Debian keeps them off the PATH), or None."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    folders = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(folders[-1]).parent if folders else None
+
+
+class PrivatePostgres:
+    """A throw-away cluster: initdb in a temporary folder, served on a free port with fsync
+    off, restarted without disturbing anyone. As root it runs as the `postgres` user (the
+    server refuses root)."""
+
+    def __init__(self) -> None:
+        binaries = postgres_binaries()
+        if binaries is None:
+            raise RuntimeError("initdb not found: install PostgreSQL's server package")
+        self.bin = binaries
+        self.data = Path(tempfile.mkdtemp(prefix="kts-chaos-pg-"))
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.data, "postgres", "postgres")
+        init = self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust")
+        if init.returncode:
+            raise RuntimeError(f"initdb failed: {init.stderr.decode()[-500:]}")
+        self.start()
+
+    def _run(self, program: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+        command = [str(self.bin / program), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, timeout=120)
+
+    def start(self) -> subprocess.CompletedProcess[bytes]:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.data / "server.log")
+        return self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+
+    def stop(self) -> subprocess.CompletedProcess[bytes]:
+        return self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def restart(self) -> dict[str, Any]:
+        """Stop (fast: every connection dropped), keep it down 2 s, start again."""
+        started = time.monotonic()
+        stop = self.stop()
+        time.sleep(2)
+        start = self.start()
+        seconds = round(time.monotonic() - started, 1)
+        return {"rc": (stop.returncode, start.returncode), "seconds": seconds}
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 def mount_tmpfs(folder: Path, size: str) -> str | None:
@@ -195,9 +274,10 @@ class Chaos:
     """
 
     def __init__(
-        self, cluster: Cluster, engine: Any, ids: list[str], kill_every: float, seed: int
+        self, cluster: Cluster, pg: "Postgres", ids: list[str], kill_every: float, seed: int
     ) -> None:
-        self.cluster, self.engine, self.ids = cluster, engine, ids
+        self.cluster, self.pg, self.ids = cluster, pg, ids
+        self.engine = create_engine(pg.url, pool_pre_ping=True)
         self.kill_every, self.rng = kill_every, random.Random(seed)
         self.workers = ["w0", "w1"]
         self.spawned = 2
@@ -264,15 +344,7 @@ class Chaos:
         self.cluster.worker(replacement)
 
     def restart_postgres(self) -> None:
-        """Stop the cluster (fast: every connection dropped), keep it down 2 s, start it."""
-        started = time.monotonic()
-        stop = postgres("stop", "--mode=fast")
-        time.sleep(2)
-        start = postgres("start")
-        self.events["postgres_restart"] = {
-            "rc": (stop.returncode, start.returncode),
-            "seconds": round(time.monotonic() - started, 1),
-        }
+        self.events["postgres_restart"] = self.pg.restart()
 
     def fill_disk(self, deadline: float) -> None:
         """Fill the artifact disk until a job has failed `storage_full`, then free it."""
@@ -337,8 +409,11 @@ class Chaos:
             time.sleep(0.2)
 
 
+Postgres = SystemPostgres | PrivatePostgres
+
+
 def run_chaos(
-    pg_url: str,
+    pg: Postgres,
     n_jobs: int,
     kill_every: float = 5.0,
     timeout: float = 900,
@@ -349,8 +424,8 @@ def run_chaos(
     root = root or Path(tempfile.mkdtemp(prefix="kts-chaos-"))
     artifacts = root / "artifacts"
     why_not = mount_tmpfs(artifacts, "1g")
-    cluster = Cluster(root, pg_url, artifacts)
-    engine = create_engine(pg_url, pool_pre_ping=True)
+    cluster = Cluster(root, pg.url, artifacts)
+    chaos: Chaos | None = None
     try:
         base = cluster.up()
         with httpx.Client(timeout=30) as client:
@@ -358,14 +433,14 @@ def run_chaos(
                 client.post(f"{base}/v1/jobs", json={**JOB, "seed": i}).json()["id"]
                 for i in range(n_jobs)
             ]
-        chaos = Chaos(cluster, engine, ids, kill_every, seed)
+        chaos = Chaos(cluster, pg, ids, kill_every, seed)
         chaos.artifacts = None if why_not else artifacts
         for name in chaos.workers:
             cluster.worker(name)
         started = time.monotonic()
         chaos.run(started + timeout)
         elapsed = time.monotonic() - started
-        result = outcome(engine, ids, chaos)
+        result = outcome(chaos.engine, ids, chaos)
         disk = chaos.events.get("disk_full_seconds")
         result.update(
             seconds=round(elapsed, 1),
@@ -375,8 +450,8 @@ def run_chaos(
         return result
     finally:
         cluster.down()
-        engine.dispose()
-        ensure_postgres()
+        if chaos is not None:
+            chaos.engine.dispose()
         if not why_not:
             subprocess.run(["umount", "-l", str(artifacts)], check=False)
 
@@ -429,21 +504,40 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=5.0, help="seconds between kills")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds for the run")
     parser.add_argument("--seed", type=int, default=0, help="which worker each kill picks")
-    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--system-pg",
+        metavar="URL",
+        help="use (and restart) this machine's cluster at URL instead of a private one, e.g. "
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test (a database is made and dropped)",
+    )
     args = parser.parse_args()
+    if args.system_pg:
+        run_on_system_postgres(args.system_pg, args)
+        return
+    pg = PrivatePostgres()
+    try:
+        report(run_chaos(pg, args.jobs, args.kill_every, args.timeout, seed=args.seed))
+    finally:
+        pg.close()
+
+
+def run_on_system_postgres(admin_url: str, args: argparse.Namespace) -> None:
     name = f"kts_chaos_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.pg, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+    pg = SystemPostgres(admin_url.rsplit("/", 1)[0] + f"/{name}")
     try:
-        url = args.pg.rsplit("/", 1)[0] + f"/{name}"
-        result = run_chaos(url, args.jobs, args.kill_every, args.timeout, seed=args.seed)
-        for key, value in result.items():
-            print(f"{key}: {value}")
+        report(run_chaos(pg, args.jobs, args.kill_every, args.timeout, seed=args.seed))
     finally:
-        ensure_postgres()
+        pg.close()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def report(result: dict[str, Any]) -> None:
+    for key, value in result.items():
+        print(f"{key}: {value}")
 
 
 if __name__ == "__main__":

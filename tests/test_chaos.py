@@ -1,46 +1,40 @@
 """Chaos: real workers on PostgreSQL and Redis, a random (warm) worker SIGKILLed every few
-seconds for the whole run and started again, Redis and PostgreSQL restarted once each, the
-artifact disk filled once: no job is lost or duplicated, killed ones resume from their
-checkpoints, only the full disk fails jobs (`storage_full`), and jobs succeed once space is back.
+seconds for the whole run and started again, Redis and PostgreSQL (private to the run)
+restarted once each, the artifact disk filled once: no job is lost or duplicated, killed ones
+resume from their checkpoints, only the full disk fails jobs (`storage_full`), and jobs succeed
+once space is back.
 """
 
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-
-from tests.conftest import PG_ADMIN_URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from chaos import ensure_postgres, run_chaos  # noqa: E402
+from chaos import PrivatePostgres, postgres_binaries, run_chaos  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = pytest.mark.slow
 
-N_JOBS = 30  # each kill costs a cold worker (10-30 s on 2 cores): the run stays minutes long
+N_JOBS = 16  # each kill costs a cold worker (10-30 s on 2 cores): the run stays minutes long
 
 
 @pytest.fixture
-def restartable_db() -> Iterator[str]:
-    """A fresh database, like `pg_url`, whose admin engine survives the PostgreSQL restart."""
-    name = f"kts_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A cluster of the test's own: restarting it disturbs no test running beside this one."""
+    if postgres_binaries() is None:
+        assert os.environ.get("CI") != "true", "initdb not found"
+        pytest.skip("initdb not found (PostgreSQL's server package)")
+    pg = PrivatePostgres()
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield pg
     finally:
-        ensure_postgres()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        pg.close()
 
 
-def test_no_job_lost_or_duplicated(restartable_db: str, tmp_path: Path) -> None:
-    result = run_chaos(restartable_db, n_jobs=N_JOBS, kill_every=5, timeout=1500, root=tmp_path)
+def test_no_job_lost_or_duplicated(private_postgres: PrivatePostgres, tmp_path: Path) -> None:
+    result = run_chaos(private_postgres, n_jobs=N_JOBS, kill_every=5, timeout=1500, root=tmp_path)
     print(result)
     assert result["lost"] == 0 and result["duplicated"] == 0, result
     assert result["orphan_models"] == 0 and result["failed_with_model"] == 0, result
@@ -58,6 +52,7 @@ def test_no_job_lost_or_duplicated(restartable_db: str, tmp_path: Path) -> None:
         assert result["succeeded_after_disk_freed"] >= 1, result
 
 
+@pytest.mark.postgres
 def test_sigterm_hands_the_job_back_and_another_worker_resumes(pg_url: str, tmp_path: Path) -> None:
     import signal
     import time
