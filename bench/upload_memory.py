@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artifacts import ArtifactStore
 from service.datasets.arrays import save_arrays
 from service.datasets.checks import Limits
 from service.datasets.parsing import parse_upload
+from service.storage import LocalStore
 
 LIMITS = Limits(max_rows=5_000_000, max_features=1_000_000)
 
 
-def whole_array_way(path: Path, store: ArtifactStore) -> None:
+def whole_array_way(path: Path, store: LocalStore) -> None:
     data = path.read_bytes()
     npz = np.load(io.BytesIO(data), allow_pickle=False)
     X = np.ascontiguousarray(npz["X"], dtype=np.float32)
@@ -37,14 +37,14 @@ def whole_array_way(path: Path, store: ArtifactStore) -> None:
         store.put_bytes(f"old/{name}.npy", buf.getvalue())
 
 
-def streamed_way(path: Path, store: ArtifactStore) -> None:
+def streamed_way(path: Path, store: LocalStore) -> None:
     with store.scratch() as scratch, open(path, "rb") as fh:
         arrays = parse_upload(fh, path.name, None, None, LIMITS, scratch)
         save_arrays(store, "new", arrays)
         del arrays
 
 
-def measure(fn, path: Path, store: ArtifactStore) -> tuple[float, float]:
+def measure(fn, path: Path, store: LocalStore) -> tuple[float, float]:
     tracemalloc.start()
     started = time.perf_counter()
     fn(path, store)
@@ -62,7 +62,7 @@ def main() -> None:
         X = np.random.default_rng(0).normal(size=(rows, features))
         np.savez(path, X=X, y=np.arange(rows) % 10)
         del X
-        store = ArtifactStore(Path(folder) / "store")
+        store = LocalStore(Path(folder) / "store")
         print(f"upload: {rows} x {features} float64, {path.stat().st_size / 1e6:.0f} MB")
         for label, fn in (("whole arrays", whole_array_way), ("streamed", streamed_way)):
             peak, seconds = measure(fn, path, store)

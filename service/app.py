@@ -3,7 +3,6 @@
 from fastapi import Depends, FastAPI
 
 from service import health
-from service.artifacts import ArtifactStore
 from service.batch_predictions import endpoints as batch_predictions
 from service.datasets import endpoints as datasets
 from service.db import make_engine, make_session_factory
@@ -19,6 +18,7 @@ from service.plots import endpoints as plots
 from service.queue import make_celery
 from service.serving import endpoints as serving
 from service.settings import Settings, get_settings
+from service.storage import open_store
 from service.ui import endpoints as ui
 from service.workers import endpoints as workers
 
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
-    app.state.store = ArtifactStore(settings.resolved_artifact_dir())
+    app.state.store = open_store(settings)
     app.state.celery = make_celery(settings)
     app.state.require_auth = settings.require_auth is not False
     install_error_handlers(app)

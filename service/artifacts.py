@@ -1,12 +1,15 @@
-"""Artifact store on a local folder; keys are checked so that none can escape it."""
+"""The artifact store's interface: keys, atomic writes, reads through a real file, disk-full errors.
+
+Two implementations live in `service/storage/`: a local folder (the embedded default) and
+S3-compatible object storage; `service.storage.open_store(settings)` picks one.
+"""
 
 import errno
 import os
 import re
-import shutil
-import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,6 +20,13 @@ _KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")
 
 class ArtifactKeyInvalid(ValueError):
     pass
+
+
+def check_key(key: str) -> str:
+    """The key itself when it names an artifact (no dot folders, no `..`), else an error."""
+    if not _KEY.match(key) or ".." in key.split("/"):
+        raise ArtifactKeyInvalid(f"Invalid artifact key: {key!r}")
+    return key
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -42,65 +52,57 @@ def disk_full_as_storage_full() -> Iterator[None]:
         ) from exc
 
 
-class ArtifactStore:
-    """Files under one root folder, written atomically (temp file + rename)."""
+class ArtifactStore(ABC):
+    """Artifacts under keys like `models/<id>/model.keras`; a written artifact appears whole
+    or not at all. Reads that need a real file (memory maps, Keras, Parquet) go through
+    `local_file`; a missing artifact raises FileNotFoundError."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+    @abstractmethod
+    def writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A file to write the artifact into; it appears under `key` only when complete."""
 
-    def path(self, key: str) -> Path:
-        if not _KEY.match(key) or ".." in key.split("/"):
-            raise ArtifactKeyInvalid(f"Invalid artifact key: {key!r}")
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root):
-            raise ArtifactKeyInvalid(f"Invalid artifact key: {key!r}")
-        return path
+    @abstractmethod
+    def put_file(self, key: str, source: Path) -> None:
+        """Store a copy of a local file under `key`."""
+
+    @abstractmethod
+    def local_file(self, key: str) -> AbstractContextManager[Path]:
+        """A real file with the artifact's bytes, kept at least until the block ends (a memory
+        map or an open handle made inside the block stays readable after it)."""
+
+    @abstractmethod
+    def reader(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """The artifact as a stream read from the start (reads only what is asked for)."""
+
+    @abstractmethod
+    def scratch(self) -> AbstractContextManager[Path]:
+        """A private local folder for staging large files; removed afterwards."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int: ...
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """The keys under a key prefix (a folder), sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an artifact; one that is not there is no error."""
+
+    @abstractmethod
+    def delete_tree(self, prefix: str) -> None:
+        """Every artifact under a key prefix (a model's folder, a job's checkpoints)."""
+
+    @abstractmethod
+    def is_writable(self) -> bool:
+        """The store answers and takes writes (the readiness check)."""
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self.writer(key) as fh:
             fh.write(data)
-
-    @contextmanager
-    def writer(self, key: str) -> Iterator[BinaryIO]:
-        """A file to write the artifact into; it appears under `key` only when complete."""
-        target = self.path(key)
-        with disk_full_as_storage_full():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    yield fh
-                os.replace(tmp, target)
-            except BaseException:  # a half-written file never stays behind
-                Path(tmp).unlink(missing_ok=True)
-                raise
-
-    @contextmanager
-    def scratch(self) -> Iterator[Path]:
-        """A private folder on the store's disk for staging large files; removed afterwards."""
-        parent = self.root / ".scratch"  # no key starts with a dot: never served or listed
-        with disk_full_as_storage_full():
-            parent.mkdir(exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=parent) as folder:
-                yield Path(folder)
-
-    def put_file(self, key: str, source: Path) -> None:
-        with self.writer(key) as fh, open(source, "rb") as src:
-            shutil.copyfileobj(src, fh, 1024 * 1024)
-
-    def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
-
-    def read_bytes(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
-
-    def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
-
-    def delete_tree(self, prefix: str) -> None:
-        """Every artifact under a key prefix (a model's folder, a job's checkpoints)."""
-        shutil.rmtree(self.path(prefix), ignore_errors=True)
-
-    def is_writable(self) -> bool:
-        return os.access(self.root, os.W_OK)

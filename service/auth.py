@@ -3,8 +3,10 @@
 import hashlib
 import re
 import secrets
-from typing import Annotated
+import time
+from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -52,24 +54,65 @@ def tenant_of(session: Session, key: str) -> str | None:
     return row.tenant if row else None
 
 
-def _tenant(request: Request) -> str:
-    tenant = _resolve_tenant(request)
+class KeyCache:
+    """Tenants of keys seen lately, per API process: a request with a known key reads no
+    database. Only valid keys are kept, for KTS_AUTH_CACHE_SECONDS, so a revoked key is
+    refused by every process within that time (0 turns the cache off)."""
+
+    MAX_KEYS = 10_000  # past it, the cache starts over (a flood of distinct valid keys)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.tenants: dict[str, tuple[str, float]] = {}  # key hash: (tenant, valid until)
+
+    def get(self, key_hash: str) -> str | None:
+        found = self.tenants.get(key_hash)
+        if found is None or found[1] < time.monotonic():
+            return None
+        return found[0]
+
+    def put(self, key_hash: str, tenant: str) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self.tenants) >= self.MAX_KEYS:
+            self.tenants.clear()
+        self.tenants[key_hash] = (tenant, time.monotonic() + self.seconds)
+
+
+async def _tenant(request: Request) -> str:
+    tenant = await _resolve_tenant(request)
     bind(tenant=tenant)  # every log line of the request names it
     return tenant
 
 
-def _resolve_tenant(request: Request) -> str:
-    if not request.app.state.require_auth:
+async def _resolve_tenant(request: Request) -> str:
+    """The key's tenant: from this process's cache, else from the database in a thread."""
+    state = request.app.state
+    if not state.require_auth:
         return DEFAULT_TENANT
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
         raise Unauthorized("Expected an API key: Authorization: Bearer <key>.")
-    with request.app.state.session_factory() as session:
-        tenant = tenant_of(session, key.strip())
+    digest = hash_key(key.strip())
+    cache = getattr(state, "key_cache", None)
+    if cache is None:
+        cache = state.key_cache = KeyCache(state.settings.auth_cache_seconds)
+    tenant = cache.get(digest)
     if tenant is None:
-        raise Unauthorized("The API key is unknown or revoked.")
+        tenant = await anyio.to_thread.run_sync(_lookup, state.session_factory, digest)
+        if tenant is None:
+            raise Unauthorized("The API key is unknown or revoked.")
+        cache.put(digest, tenant)
     return tenant
+
+
+def _lookup(session_factory: Any, key_hash: str) -> str | None:
+    with session_factory() as session:
+        row = session.scalar(
+            select(ApiKey.tenant).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        )
+    return row
 
 
 TenantDep = Annotated[str, Depends(_tenant)]

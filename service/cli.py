@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from service.settings import Settings
 
@@ -50,7 +51,7 @@ def _uses_data_dir(settings: Settings) -> bool:
     return (
         settings.database_url is None
         or settings.is_embedded_broker()
-        or settings.artifact_dir is None
+        or (settings.artifact_dir is None and settings.artifact_url is None)
     )
 
 
@@ -85,25 +86,42 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if settings.is_embedded_broker():
             # No broker server: a solo-pool worker in a child process shares the data folder.
-            command = _worker_command(settings.queue, "solo", 1, level, settings.task_events)
+            queues = ",".join(_local_queues(settings))
+            command = _worker_command(queues, "solo", 1, level, settings.task_events)
             worker = EmbeddedWorker(command)
             print(f"kts: embedded worker started; data in {settings.data_dir}", flush=True)
-        import uvicorn
-
-        from service.app import create_app
-        from service.logs.config import logging_config
-
-        uvicorn.run(
-            create_app(settings),
-            host=args.host,
-            port=args.port,
-            log_level=level.lower(),
-            log_config=logging_config(settings.log_format, level),  # access lines too
-        )
+        _run_api(settings, args, level)
     finally:
         if worker is not None:
             worker.stop()
     return 0
+
+
+def _run_api(settings: Settings, args: argparse.Namespace, level: str) -> None:
+    """uvicorn with one API process, or with --workers N: N processes on one socket, each
+    building its app from the environment (so what was resolved here is passed on there)."""
+    import uvicorn
+
+    from service.logs.config import logging_config
+
+    workers = args.workers or settings.api_workers
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": level.lower(),
+        "log_config": logging_config(settings.log_format, level),  # access lines too
+    }
+    if workers == 1:
+        from service.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return
+    from service.metrics.multiprocess import shared_metrics_dir
+
+    os.environ["KTS_REQUIRE_AUTH"] = "true" if settings.require_auth else "false"
+    print(f"kts: {workers} API processes", flush=True)
+    with shared_metrics_dir():  # /metrics adds up the HTTP figures of all N processes
+        uvicorn.run("service.app:create_app", factory=True, workers=workers, **options)
 
 
 class EmbeddedWorker:
@@ -162,27 +180,66 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def worker_command(args: argparse.Namespace, settings: Settings) -> list[str]:
-    """The Celery command line of `kts worker` (before --gpus splits it per device)."""
+def worker_command(
+    args: argparse.Namespace, settings: Settings, accelerator: str = "cpu", devices: int = 1
+) -> list[str]:
+    """The Celery command line of `kts worker` (before --gpus splits it per device): it
+    consumes the queues of its accelerator and device count (and `any` jobs' unless
+    --no-take-any), or --queues."""
+    from service.queue import worker_queues
+
     level = (args.loglevel or settings.log_level).upper()
     events = args.events or settings.task_events
     if events:  # the worker's app reads it too (service/queue.py), e.g. for its GPU children
         os.environ["KTS_TASK_EVENTS"] = "true"
-    queues = args.queues or settings.queue
+    queues = args.queues or ",".join(worker_queues(settings, accelerator, devices, args.take_any))
     return _worker_command(queues, args.pool, args.concurrency, level, events)
+
+
+def _local_queues(settings: Settings) -> list[str]:
+    """The embedded worker's queues: what this host has, and `any` jobs."""
+    from service.devices import host_devices
+    from service.queue import worker_queues
+
+    gpus = gpu_plan(None)
+    accelerator = "gpu" if gpus else "cpu"
+    return worker_queues(settings, accelerator, len(gpus) or host_devices(), True)
+
+
+def _placement(args: argparse.Namespace) -> tuple[str, list[str], int] | str:
+    """(accelerator, GPUs to start one child on per --gpus-per-worker, devices per worker
+    process), or what is wrong with the flags."""
+    from service.devices import host_devices, visible_gpus
+
+    gpus = gpu_plan(args.gpus)
+    if isinstance(gpus, str):  # what is missing for --gpus
+        return gpus
+    accelerator = args.accelerator or ("gpu" if gpus else "cpu")
+    per = args.gpus_per_worker
+    if accelerator == "cpu":
+        if gpus:  # a CPU worker on a GPU host: hide the GPUs, so that it trains on CPU
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return "cpu", [], host_devices()
+    if not gpus:  # a GPU the gpu extra does not drive (e.g. TensorFlow): one unpinned worker
+        found = visible_gpus()
+        return ("gpu", [], 1) if found else "--accelerator gpu: this host has no NVIDIA GPU."
+    if per < 1 or len(gpus) % per:
+        return f"--gpus-per-worker {per} does not divide the {len(gpus)} GPUs into workers."
+    return "gpu", gpus, per
 
 
 def worker(args: argparse.Namespace) -> int:
     settings = Settings()
     if _uses_data_dir(settings):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command = worker_command(args, settings)
-    gpus = gpu_plan(args.gpus)
-    if isinstance(gpus, str):  # what is missing for --gpus
-        print(f"kts: {gpus}", file=sys.stderr)
+    placed = _placement(args)
+    if isinstance(placed, str):
+        print(f"kts: {placed}", file=sys.stderr)
         return 2
+    accelerator, gpus, devices = placed
+    command = worker_command(args, settings, accelerator, devices)
     if gpus:
-        return _gpu_workers(command, gpus, args.hostname)
+        return _gpu_workers(command, gpus, args.hostname, devices)
     if args.hostname:
         command += ["-n", args.hostname]
     os.execv(sys.executable, command)
@@ -208,13 +265,15 @@ def gpu_plan(asked: str | None) -> list[str] | str:
     return wanted
 
 
-def _gpu_workers(command: list[str], gpus: list[str], hostname: str | None) -> int:
-    """One Celery worker per GPU, each pinned (CUDA_VISIBLE_DEVICES) before any backend
-    import, so two jobs never share a device; SIGTERM and SIGINT are passed on to all."""
+def _gpu_workers(command: list[str], gpus: list[str], hostname: str | None, per: int = 1) -> int:
+    """One Celery worker per GPU (per `per` GPUs: its jobs may train on all of them), each
+    pinned (CUDA_VISIBLE_DEVICES) before any backend import, so two jobs never share a
+    device; SIGTERM and SIGINT are passed on to all."""
     children = []
-    for gpu in gpus:
+    for group in (gpus[i : i + per] for i in range(0, len(gpus), per)):
+        gpu = ",".join(group)
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "KTS_BACKEND": "jax"}
-        name = f"gpu{gpu}@{hostname or '%h'}"
+        name = f"gpu{'-'.join(group)}@{hostname or '%h'}"
         child = [*command, "-n", name]
         child = [c for c in child if not c.startswith("--concurrency=")] + ["--concurrency=1"]
         children.append(subprocess.Popen(child, env=env))
@@ -271,6 +330,12 @@ def keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `kts` server commands and their flags."""
     parser = argparse.ArgumentParser(prog="kts", description="Keras Training Service")
@@ -281,10 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", default=None, help="folder for SQLite, artifacts and broker")
     p.add_argument("--loglevel", default=None, help="default: KTS_LOG_LEVEL (INFO)")
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="API processes (default: KTS_API_WORKERS, 1); each keeps its own model cache",
+    )
     p.set_defaults(func=serve)
 
     p = sub.add_parser("worker", help="start a Celery worker for the configured broker")
-    p.add_argument("--queues", default=None, help="comma-separated queues (default: KTS_QUEUE)")
+    p.add_argument(
+        "--queues",
+        default=None,
+        help="comma-separated queues, instead of those --accelerator and --take-any pick",
+    )
     p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     p.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
     p.add_argument("--hostname", default=None, help="Celery node name, e.g. gpu0@%%h")
@@ -293,6 +368,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="GPUs to train on, one worker process each: 0,1 | all | none "
         "(default: all on a host with NVIDIA GPUs and the gpu extra)",
+    )
+    p.add_argument(
+        "--accelerator",
+        default=None,
+        choices=["gpu", "cpu"],
+        help="the jobs it takes: resources.accelerator gpu or cpu (default: gpu where --gpus "
+        "finds GPUs, else cpu)",
+    )
+    p.add_argument(
+        "--take-any",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also take jobs whose resources.accelerator is any (default: on)",
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=int,
+        default=1,
+        help="GPUs per worker process: jobs with resources.devices up to it train on all of "
+        "them, data parallel (default: 1)",
     )
     p.add_argument(
         "--events",

@@ -1,8 +1,9 @@
 """Dependencies declared once as Annotated aliases."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from celery import Celery
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -10,21 +11,31 @@ from sqlalchemy.orm import Session
 from service.artifacts import ArtifactStore
 from service.settings import Settings
 
+# These dependencies are `async def`: FastAPI runs a plain `def` dependency in a worker thread,
+# and each such hop costs about 0.3 ms of CPU (a sync generator costs two), more than the work
+# most of them do. Only the database work itself goes to a thread.
 
-def _session(request: Request) -> Iterator[Session]:
-    with request.app.state.session_factory() as session:
+
+async def _session(request: Request) -> AsyncIterator[Session]:
+    session = request.app.state.session_factory()  # no I/O until the first query
+    try:
         yield session
+    finally:
+        if session.in_transaction():  # a rollback on the wire: off the event loop
+            await anyio.to_thread.run_sync(session.close)
+        else:  # committed or unused: closing does no I/O
+            session.close()
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _store(request: Request) -> ArtifactStore:
+async def _store(request: Request) -> ArtifactStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def _celery(request: Request) -> Celery:
+async def _celery(request: Request) -> Celery:
     return request.app.state.celery  # type: ignore[no-any-return]
 
 

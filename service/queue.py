@@ -4,11 +4,15 @@ The API sends tasks by name, so it never imports the worker package or TensorFlo
 """
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from celery import Celery
 
 from service.jobs.kinds import JOB_KINDS
+from service.queue_redis import is_redis, sender
 from service.settings import Settings
+from service.spec.resources import MAX_DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +53,45 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue(app: Celery, settings: Settings, kind: str, job_id: str) -> bool:
-    """Send the task of a committed job of this kind; False when the broker cannot be reached
-    (the job stays queued in the database and the reconciler sends it later)."""
+def queue_for(settings: Settings, resources: Mapping[str, Any] | None) -> str:
+    """The queue of a job that needs these resources (a job's stored spec["resources"]).
+
+    `any` jobs on one device keep the base queue (KTS_QUEUE), so messages and workers of
+    before resources existed still meet; gpu and cpu jobs get `{queue}.gpu` / `{queue}.cpu`;
+    N > 1 devices adds `.xN`, which only workers with at least N devices consume.
+    """
+    resources = resources or {}
+    accelerator = str(resources.get("accelerator") or "any")
+    devices = int(resources.get("devices") or 1)
+    name = settings.queue if accelerator == "any" else f"{settings.queue}.{accelerator}"
+    return name if devices == 1 else f"{name}.x{devices}"
+
+
+def worker_queues(settings: Settings, accelerator: str, devices: int, take_any: bool) -> list[str]:
+    """The queues a worker of this accelerator with this many devices consumes."""
+    kinds = [accelerator, *(["any"] if take_any else [])]
+    counts = range(1, min(devices, MAX_DEVICES) + 1)
+    return [queue_for(settings, {"accelerator": a, "devices": n}) for a in kinds for n in counts]
+
+
+def enqueue(
+    app: Celery,
+    settings: Settings,
+    kind: str,
+    job_id: str,
+    resources: Mapping[str, Any] | None = None,
+) -> bool:
+    """Send the task of a committed job of this kind to its resources' queue; False when the
+    broker cannot be reached (the job stays queued and the reconciler sends it later)."""
     try:
-        app.send_task(
+        queue, url = queue_for(settings, resources), settings.resolved_broker_url()
+        if is_redis(url) and not settings.task_events:  # one LPUSH (service/queue_redis.py)
+            sender(url).send(app, JOB_KINDS[kind].task, [job_id], queue)
+            return True
+        app.send_task(  # task-sent events for Flower come with send_task only
             JOB_KINDS[kind].task,
             args=[job_id],
-            queue=settings.queue,
+            queue=queue,
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2},
         )

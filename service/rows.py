@@ -234,3 +234,8 @@ class Worker(Base):
     devices: Mapped[list[str]] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # what it can run (None: announced before 0010): gpu | cpu, its devices of that kind,
+    # and the queues it consumes, comma-joined (grouped on when jobs are checked at submit)
+    accelerator: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    device_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    queues: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,37 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = Field(
         None, description="Artifact folder; default data_dir/artifacts."
     )
+    artifact_url: str | None = Field(
+        None,
+        description="s3://bucket/prefix: artifacts in S3-compatible object storage instead of "
+        "artifact_dir, so API and workers on different hosts share only the database, the "
+        "broker and the bucket.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Object storage endpoint (MinIO: http://minio:9000); default: AWS."
+    )
+    s3_region: str | None = Field(None, description="Object storage region; default: AWS's.")
+    s3_access_key_id: str | None = Field(
+        None, description="Object storage key id; default: AWS_ACCESS_KEY_ID, profiles, roles."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="Object storage secret; default: AWS_SECRET_ACCESS_KEY and the like."
+    )
+    s3_part_size: int = Field(
+        64 * 1024**2,
+        ge=5 * 1024**2,
+        description="Files past this size are uploaded in parts of this size (S3's least: 5 MiB).",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="With artifact_url: local folder of downloaded artifacts and staging "
+        "files, one per host; default data_dir/cache.",
+    )
+    cache_max_bytes: int = Field(
+        10 * 1024**3,
+        description="With artifact_url: most bytes of downloaded artifacts one process keeps; "
+        "least recently used files not in use are removed past it.",
+    )
     queue: str = Field("kts", description="Celery queue that training tasks go to.")
     broker_polling_interval: float = Field(
         0.1, description="Seconds between polls of the server-less broker (embedded mode)."
@@ -30,6 +61,24 @@ class Settings(BaseSettings):
         None,
         description="Require API keys. Default: required unless `kts serve` binds to loopback; "
         "keys are always required off loopback.",
+    )
+    auth_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="Each API process remembers a valid key's tenant this long, so requests "
+        "with a known key read no database; a revoked key is refused within it (0: no cache).",
+    )
+    api_workers: int = Field(
+        1,
+        ge=1,
+        description="API processes of `kts serve` (its --workers): each has its own database "
+        "pool, loaded-model cache and predict limits; the embedded worker is started once.",
+    )
+    progress_push: bool = Field(
+        True,
+        description="With a Redis broker, workers publish each epoch and status change on "
+        "Redis pub/sub and open event streams follow it instead of reading the database every "
+        "0.25 s (the embedded broker always polls).",
     )
     lease_seconds: float = Field(
         30.0, description="A running job's lease; a worker that stops renewing it loses the job."
@@ -147,6 +196,9 @@ class Settings(BaseSettings):
 
     def resolved_artifact_dir(self) -> Path:
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    def resolved_cache_dir(self) -> Path:
+        return (self.cache_dir or self.data_dir / "cache").resolve()
 
     def is_embedded_broker(self) -> bool:
         return self.broker_url is None

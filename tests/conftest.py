@@ -15,10 +15,10 @@ from sqlalchemy import create_engine, make_url, text
 
 from inference.runtime import choose_backend
 from service.app import create_app
-from service.artifacts import ArtifactStore
 from service.auth import create_key
 from service.db import make_engine, make_session_factory, upgrade_database
 from service.settings import Settings
+from service.storage import LocalStore
 from worker.context import WorkerContext
 
 # The suite runs on the service's default backend (JAX where installed; KTS_BACKEND=tensorflow
@@ -29,7 +29,18 @@ os.environ["KTS_BACKEND"] = BACKEND
 PG_ADMIN_URL = os.environ.get(
     "KTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("KTS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_url_of_this_process() -> str:
+    """Redis database 15 (or KTS_TEST_REDIS_URL's), one lower per pytest-xdist worker: tests
+    running side by side never see each other's queues."""
+    url = urlsplit(os.environ.get("KTS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...
+    db = int(url.path.strip("/") or 15) - int(worker.removeprefix("gw") or 0)
+    return url._replace(path=f"/{db % 16}").geturl()
+
+
+REDIS_URL = _redis_url_of_this_process()
 
 
 # --- Gating of the `postgres`-marked tests (they need PostgreSQL and Redis) -------------------
@@ -149,7 +160,7 @@ def ctx(settings: Settings) -> WorkerContext:
     """The worker's context on the same database and artifact folder as `client`."""
     engine = make_engine(settings.resolved_database_url())
     return WorkerContext(
-        settings, make_session_factory(engine), ArtifactStore(settings.resolved_artifact_dir())
+        settings, make_session_factory(engine), LocalStore(settings.resolved_artifact_dir())
     )
 
 

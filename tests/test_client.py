@@ -33,10 +33,10 @@ from kts_client import (
     ValidationFailed,
 )
 from service.app import create_app
-from service.artifacts import ArtifactStore
 from service.db import make_engine, make_session_factory, upgrade_database
 from service.rows import Job
 from service.settings import Settings
+from service.storage import LocalStore
 from tests.conftest import make_spec, sqlite_settings
 from worker.context import WorkerContext
 from worker.jobs.lifecycle import run_job
@@ -80,7 +80,7 @@ class LiveService:
             ctx = WorkerContext(
                 settings,
                 make_session_factory(engine),
-                ArtifactStore(settings.resolved_artifact_dir()),
+                LocalStore(settings.resolved_artifact_dir()),
             )
             self.threads.append(threading.Thread(target=_work, args=(ctx, self.stop), daemon=True))
 

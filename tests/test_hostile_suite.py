@@ -23,12 +23,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from service.app import create_app
-from service.artifacts import ArtifactStore
 from service.auth import TenantInvalid, create_key, hash_key
 from service.datasets.arrays import load_builtin
 from service.db import make_engine, make_session_factory, upgrade_database
 from service.rows import ApiKey, utcnow
 from service.settings import Settings
+from service.storage import LocalStore
 from tests.conftest import make_spec
 from worker.context import WorkerContext
 from worker.jobs.lifecycle import run_job
@@ -656,7 +656,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         session.commit()
     engine = make_engine(settings.resolved_database_url())
     ctx = WorkerContext(
-        settings, make_session_factory(engine), ArtifactStore(settings.resolved_artifact_dir())
+        settings, make_session_factory(engine), LocalStore(settings.resolved_artifact_dir())
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         ids = _baseline(client, ctx, keys)

@@ -15,12 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from service.app import create_app
-from service.artifacts import ArtifactStore
 from service.auth import create_key
 from service.datasets.arrays import load_builtin
 from service.db import make_engine, make_session_factory, upgrade_database
 from service.rows import Job
 from service.settings import Settings
+from service.storage import LocalStore
 from tests.conftest import REDIS_URL, make_spec, sqlite_settings, submit
 from worker.context import WorkerContext
 from worker.jobs.lifecycle import run_job
@@ -229,7 +229,7 @@ def test_collector_on_postgres_and_redis(tmp_path: Path, pg_url: str, redis_queu
     s = sqlite_settings(tmp_path, queue=redis_queue, metrics_cache_seconds=0, **extra)
     upgrade_database(pg_url)
     ctx = WorkerContext(
-        s, make_session_factory(make_engine(pg_url)), ArtifactStore(s.resolved_artifact_dir())
+        s, make_session_factory(make_engine(pg_url)), LocalStore(s.resolved_artifact_dir())
     )
     with TestClient(create_app(s)) as client:
         assert value(scrape(client), "kts_queue_depth", queue=redis_queue, source="redis") == 0

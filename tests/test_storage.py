@@ -7,8 +7,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from service.artifacts import ArtifactKeyInvalid, ArtifactStore
+from service.artifacts import ArtifactKeyInvalid
 from service.db import Base, make_engine, upgrade_database
+from service.storage import LocalStore
 
 
 def _diff(url: str) -> list[object]:
@@ -32,7 +33,7 @@ def test_migrations_match_models_on_postgres(pg_url: str) -> None:
 
 
 def test_artifact_keys_cannot_escape(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "root")
+    store = LocalStore(tmp_path / "root")
     store.put_bytes("models/abc/model.keras", b"data")
     assert store.read_bytes("models/abc/model.keras") == b"data"
     assert (tmp_path / "root" / "models" / "abc" / "model.keras").exists()

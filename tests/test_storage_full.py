@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from service.app import create_app
-from service.artifacts import ArtifactStore
 from service.db import make_engine, make_session_factory, upgrade_database
 from service.rows import Dataset, TrainedModel
+from service.storage import LocalStore
 from tests.conftest import _in_ci, make_spec, sqlite_settings, submit
 from worker.context import WorkerContext
 from worker.jobs.lifecycle import run_job
@@ -56,7 +56,7 @@ def full_setup(tmp_path: Path, small_disk: Path) -> Iterator[tuple[TestClient, W
     settings = sqlite_settings(tmp_path / "data", artifact_dir=small_disk)
     upgrade_database(settings.resolved_database_url())
     engine = make_engine(settings.resolved_database_url())
-    ctx = WorkerContext(settings, make_session_factory(engine), ArtifactStore(small_disk))
+    ctx = WorkerContext(settings, make_session_factory(engine), LocalStore(small_disk))
     with TestClient(create_app(settings)) as client:
         yield client, ctx
     engine.dispose()

@@ -129,9 +129,9 @@ def test_an_uploaded_npz_round_trips(client: TestClient, settings: object) -> No
     X = np.asfortranarray(np.random.default_rng(1).normal(size=(300, 5)))
     r = client.post("/v1/datasets", files={"file": ("f.npz", _npz(X=X, y=np.arange(300) % 2))})
     assert r.status_code == 201, r.text
-    from service.artifacts import ArtifactStore
+    from service.storage import LocalStore
 
-    store = ArtifactStore(settings.resolved_artifact_dir())  # type: ignore[attr-defined]
+    store = LocalStore(settings.resolved_artifact_dir())  # type: ignore[attr-defined]
     stored = load_arrays(store, f"datasets/{r.json()['id']}")
     assert stored.X.flags.c_contiguous and stored.X.dtype == np.float32
     np.testing.assert_allclose(stored.X, X.astype(np.float32))

@@ -127,7 +127,8 @@ def run_batch_prediction(run: JobRun) -> str:
         model = session.scalar(select(TrainedModel).where(TrainedModel.id == row.model_id))
         dataset = session.scalar(select(Dataset).where(Dataset.id == row.dataset_id))
         assert model is not None and dataset is not None
-    predictor = Predictor.load(ctx.store.path(model.artifact_key), model.task)
+    with ctx.store.local_file(model.artifact_key) as path:
+        predictor = Predictor.load(path, model.task)
     outputs = max(1, model.n_classes or 1)
     chunk = int(max(1, min(MAX_CHUNK_ROWS, ROW_BUDGET // max(1, row.mc_samples * outputs))))
     score = "predictive_entropy" if model.task == "classification" else "uncertainty"
@@ -190,7 +191,7 @@ class Parts:
         """Feed the stored chunks to the summary, in order; how many there were."""
         n = self.stored()
         for index in range(n):
-            table = pq.read_table(self.store.path(self.key(index)))
+            table = self.read(index)
             columns = {
                 name: table.column(name).to_numpy()
                 for name in table.column_names
@@ -202,10 +203,14 @@ class Parts:
     def merge(self, key: str) -> None:
         """The chunks as one results file, written whole."""
         n = self.stored()
-        schema = pq.read_schema(self.store.path(self.key(0))) if n else pa.schema([])
+        schema = self.read(0).schema if n else pa.schema([])
         with self.store.writer(key) as fh, pq.ParquetWriter(fh, schema) as out:
             for index in range(n):
-                out.write_table(pq.read_table(self.store.path(self.key(index))))
+                out.write_table(self.read(index))
+
+    def read(self, index: int) -> pa.Table:
+        with self.store.local_file(self.key(index)) as path:
+            return pq.read_table(path)
 
     def clear(self) -> None:
         self.store.delete_tree(self.prefix)

@@ -10,7 +10,13 @@ import logging
 import threading
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    celeryd_init,
+    setup_logging,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from service.queue import make_celery
 from service.settings import get_settings
@@ -31,13 +37,21 @@ def _logging(loglevel: int | str | None = None, **_kwargs: object) -> None:
     configure_logging(settings.log_format, str(level or settings.log_level))
 
 
+@celeryd_init.connect
+def _remember_node(sender: Any = None, **_kwargs: object) -> None:
+    # before the pool forks: its children inherit the node name for their announcement
+    _node["name"] = str(sender or "")
+
+
 @worker_process_init.connect
 def _init_process(**_kwargs: object) -> None:
     from inference.runtime import init_keras
-    from worker.jobs.lease import hand_back_on_sigterm
+    from worker.jobs.lease import hand_back_on_sigterm, worker_id
+    from worker.presence import announce_soon
 
     hand_back_on_sigterm()
     init_keras()
+    announce_soon(worker_id(_node.get("name") or None))
 
 
 def _reconcile_forever(stop: threading.Event) -> None:
@@ -63,6 +77,15 @@ _stop_reconciler = threading.Event()
 @worker_ready.connect
 def _start_reconciler(sender: Any = None, **_kwargs: object) -> None:
     _node["name"] = getattr(sender, "hostname", "") or ""
+    from celery.concurrency.prefork import TaskPool
+
+    if not isinstance(getattr(sender, "pool", None), TaskPool):
+        # solo and threads pools run jobs in this process (prefork children announce
+        # themselves); importing the backend here is then safe
+        from worker.jobs.lease import worker_id
+        from worker.presence import announce_soon
+
+        announce_soon(worker_id(_node["name"] or None))
     threading.Thread(
         target=_reconcile_forever, args=(_stop_reconciler,), daemon=True, name="kts-reconciler"
     ).start()

@@ -129,8 +129,8 @@ def run_compression(run: JobRun) -> str:
             if train_job
             else None
         )
-    src_path = run.ctx.store.path(source.artifact_key)
-    src = keras.saving.load_model(src_path, compile=False, safe_mode=True)
+    with run.ctx.store.local_file(source.artifact_key) as src_path:
+        src = keras.saving.load_model(src_path, compile=False, safe_mode=True)
     rows = _rows(run, train_spec)
     model, steps, pruning = _compress(src, request, source.task, rows, train_spec)
     row = run.save_model(
@@ -147,8 +147,8 @@ def run_compression(run: JobRun) -> str:
         "source_model_id": source.id,
         "steps": steps,
         "file_size_bytes": {
-            "before": src_path.stat().st_size,
-            "after": run.ctx.store.path(row.artifact_key).stat().st_size,
+            "before": run.ctx.store.size(source.artifact_key),
+            "after": run.ctx.store.size(row.artifact_key),
         },
     }
     metrics = _measure(src, model, source.task, rows, train_spec, report)

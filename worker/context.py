@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.artifacts import ArtifactStore
 from service.db import make_engine, make_session_factory
 from service.settings import Settings, get_settings
+from service.storage import open_store
 
 
 @dataclass
@@ -28,7 +29,5 @@ def worker_context() -> WorkerContext:
     if pid not in _contexts:
         settings = get_settings()
         engine = make_engine(settings.resolved_database_url())
-        _contexts[pid] = WorkerContext(
-            settings, make_session_factory(engine), ArtifactStore(settings.resolved_artifact_dir())
-        )
+        _contexts[pid] = WorkerContext(settings, make_session_factory(engine), open_store(settings))
     return _contexts[pid]

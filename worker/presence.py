@@ -1,7 +1,10 @@
-"""Worker processes announce themselves (backend, devices) so operators see what each one
-trains on (GET /v1/workers); the node's reconciler keeps them marked as seen."""
+"""Worker processes announce themselves (backend, devices, the queues they consume) so
+operators see what each one trains on (GET /v1/workers) and the API can tell which jobs no
+live worker can run (service/workers/placement.py); the node's reconciler keeps them marked
+as seen."""
 
 import logging
+import threading
 
 from sqlalchemy import select, update
 
@@ -14,24 +17,69 @@ log = logging.getLogger(__name__)
 _announced: set[str] = set()
 
 
+def accelerator_of(devices: list[str]) -> str:
+    """gpu when the process sees a GPU (JAX "gpu:0", TensorFlow "/device:GPU:0"), else cpu."""
+    return "gpu" if any("gpu" in d.lower() or "cuda" in d.lower() for d in devices) else "cpu"
+
+
+def trainable_devices(backend: str, devices: list[str], accelerator: str) -> int:
+    """Devices one job can train on here: those of its accelerator under JAX (Keras's
+    distribution API), one under TensorFlow."""
+    if backend != "jax":
+        return 1
+    return max(1, sum(1 for d in devices if accelerator_of([d]) == accelerator))
+
+
+def consumed_queues() -> list[str]:
+    """The queues this Celery worker consumes (-Q, else the default queue)."""
+    from worker.celery_app import app
+
+    queues = app.amqp.queues
+    return sorted(queues.consume_from or queues)
+
+
 def announce(ctx: WorkerContext, owner: str) -> None:
-    """Record this process (once): its lease owner name, backend and devices."""
+    """Record this process (once): its lease owner name, backend, devices and queues."""
     from inference.runtime import devices, init_keras
 
     if owner in _announced:
         return
 
     backend, seen = init_keras(), devices()
-    log.info("worker process %s: backend %s, devices %s", owner, backend, ", ".join(seen))
+    accelerator = accelerator_of(seen)
+    count, queues = trainable_devices(backend, seen, accelerator), consumed_queues()
+    log.info(
+        "worker process %s: backend %s, devices %s, queues %s",
+        owner, backend, ", ".join(seen), ",".join(queues),
+    )  # fmt: skip
     now = utcnow()
+    values = {
+        "backend": backend, "devices": seen, "accelerator": accelerator, "device_count": count,
+        "queues": ",".join(queues), "started_at": now, "last_seen": now,
+    }  # fmt: skip
     with ctx.session_factory() as session:
         row = session.scalar(select(Worker).where(Worker.node == owner))
         if row is None:
-            session.add(Worker(node=owner, backend=backend, devices=seen, started_at=now))
+            session.add(Worker(node=owner, **values))
         else:
-            row.backend, row.devices, row.started_at, row.last_seen = backend, seen, now, now
+            for name, value in values.items():
+                setattr(row, name, value)
         session.commit()
     _announced.add(owner)
+
+
+def announce_soon(owner: str) -> None:
+    """Announce from a thread, so a worker is known before its first job without delaying
+    its start (importing the backend takes seconds)."""
+    from worker.context import worker_context
+
+    def run() -> None:
+        try:
+            announce(worker_context(), owner)
+        except Exception:  # presence is advisory: the first job announces again
+            log.warning("could not announce worker %s", owner, exc_info=True)
+
+    threading.Thread(target=run, daemon=True, name="kts-announce").start()
 
 
 def touch(ctx: WorkerContext, node: str) -> None:

@@ -3,7 +3,7 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 
 from service.auth import TenantDep
@@ -16,6 +16,7 @@ from service.pagination import page
 from service.queue import enqueue
 from service.quotas import JOB_QUOTA
 from service.rows import BatchPrediction, Job
+from service.storage.responses import download
 
 router = APIRouter(tags=["batch predictions"])
 
@@ -33,7 +34,7 @@ def create_batch_prediction(
     model = get_model(session, model_id, tenant)
     row = batch.create(session, settings, model, body, tenant)
     session.commit()
-    enqueue(celery, settings, "batch_predict", row.id)
+    enqueue(celery, settings, "batch_predict", row.id, body.resources.model_dump())
     return batch.read(*batch.get(session, row.id, tenant))
 
 
@@ -81,17 +82,13 @@ def batch_prediction_results(
     sort: Annotated[
         str | None, Query(max_length=40, description="e.g. -predictive_entropy")
     ] = None,
-) -> dict[str, Any] | FileResponse | StreamingResponse:
+) -> dict[str, Any] | Response:
     """The stored per-row predictions: JSON pages, or a CSV or Parquet file."""
     row, job = batch.get(session, batch_id, tenant)
     if format == "parquet":
         batch.page(store, row, job, 0, 1, None)  # readiness check
         assert row.results_key is not None
-        return FileResponse(
-            store.path(row.results_key),
-            media_type="application/octet-stream",
-            filename=f"{batch_id}.parquet",
-        )
+        return download(store, row.results_key, "application/octet-stream", f"{batch_id}.parquet")
     if format == "csv":
         lines = batch.csv_lines(store, row, job)
         first = next(lines)  # errors (not ready) surface before the response starts

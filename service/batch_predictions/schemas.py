@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import Field
 
 from service.spec.common import FiniteFloat, Strict
+from service.spec.resources import OneDeviceResources
 from service.spec.training import DatasetRef
 
 
@@ -14,6 +15,10 @@ class BatchPredictionCreate(Strict):
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Makes the draws repeatable.")
     interval: FiniteFloat | None = Field(
         None, gt=0, lt=1, description="Regression: central interval of the MC samples."
+    )
+    resources: OneDeviceResources = Field(
+        default_factory=lambda: OneDeviceResources(),
+        description='Which workers may run it: {"accelerator": "gpu" | "cpu" | "any"}.',
     )
 
 

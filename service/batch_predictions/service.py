@@ -107,7 +107,8 @@ def _table(store: Any, row: BatchPrediction, job: Job) -> Any:
         raise Conflict(f"The results are not ready: the batch prediction is {job.status}.")
     import pyarrow.parquet as pq
 
-    return pq.read_table(store.path(row.results_key))
+    with store.local_file(row.results_key) as path:
+        return pq.read_table(path)
 
 
 def page(
@@ -141,7 +142,8 @@ def csv_lines(store: Any, row: BatchPrediction, job: Job) -> Iterator[str]:
     import pyarrow.parquet as pq
 
     _table(store, row, job)  # checks readiness
-    parquet = pq.ParquetFile(store.path(row.results_key))
+    with store.local_file(row.results_key) as path:
+        parquet = pq.ParquetFile(path)  # its open handle reads on if the cached copy goes
     header: list[str] | None = None
     for batch in parquet.iter_batches(batch_size=4096):
         records = batch.to_pylist()

@@ -66,7 +66,7 @@ def save_arrays(store: ArtifactStore, prefix: str, arrays: Arrays) -> None:
 
 
 def row_count(store: ArtifactStore, prefix: str) -> int:
-    with open(store.path(f"{prefix}/X.npy"), "rb") as fh:
+    with store.reader(f"{prefix}/X.npy") as fh:  # the header only
         shape, _, _ = npy_header(fh)
     return int(shape[0])
 
@@ -83,7 +83,7 @@ def iter_rows(
 ) -> Iterator[np.ndarray]:
     """X in chunks of rows from `start_row`, read from the file (not memory-mapped): memory
     stays bounded by the chunk whatever the data set's size."""
-    with open(store.path(f"{prefix}/X.npy"), "rb") as fh:
+    with store.local_file(f"{prefix}/X.npy") as path, open(path, "rb") as fh:
         shape, fortran, dtype = npy_header(fh)
         if fortran:
             raise ValueError("expected a C-ordered array")
@@ -97,6 +97,8 @@ def iter_rows(
 
 
 def load_arrays(store: ArtifactStore, prefix: str) -> Arrays:
-    X = np.load(store.path(f"{prefix}/X.npy"), allow_pickle=False)
-    y = np.load(store.path(f"{prefix}/y.npy"), allow_pickle=False)
+    with store.local_file(f"{prefix}/X.npy") as path:
+        X = np.load(path, allow_pickle=False)
+    with store.local_file(f"{prefix}/y.npy") as path:
+        y = np.load(path, allow_pickle=False)
     return Arrays(X, y)

@@ -55,6 +55,9 @@ def read_rows(arrays: Arrays, offset: int, limit: int) -> DatasetRows:
 
 def stored_arrays(store: ArtifactStore, row: Dataset) -> Arrays:
     """An uploaded data set's arrays, memory-mapped."""
-    X = np.load(store.path(f"{row.artifact_key}/X.npy"), mmap_mode="r", allow_pickle=False)
-    y = np.load(store.path(f"{row.artifact_key}/y.npy"), mmap_mode="r", allow_pickle=False)
+    # a memory map stays readable when the cached copy (object storage) is evicted later
+    with store.local_file(f"{row.artifact_key}/X.npy") as path:
+        X = np.load(path, mmap_mode="r", allow_pickle=False)
+    with store.local_file(f"{row.artifact_key}/y.npy") as path:
+        y = np.load(path, mmap_mode="r", allow_pickle=False)
     return Arrays(X, y, row.class_names)

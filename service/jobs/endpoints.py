@@ -1,8 +1,5 @@
 """Job routes: submit, validate, get, list, cancel and the Server-Sent Events stream."""
 
-import asyncio
-import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -13,6 +10,7 @@ from sqlalchemy import select
 
 from service.auth import TenantDep
 from service.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from service.jobs import events, progress
 from service.jobs import service as jobs
 from service.jobs import tensorboard as boards
 from service.jobs.schemas import JobRead, ValidateResult
@@ -21,6 +19,7 @@ from service.queue import enqueue
 from service.quotas import JOB_QUOTA
 from service.rows import Job, JobDiagnostics
 from service.spec import TrainingSpec
+from service.workers.placement import Placement
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -42,8 +41,8 @@ def submit_job(
     job, created = jobs.create_job(session, spec, plan, idempotency_key, tenant)
     session.commit()
     if created:
-        enqueue(celery, settings, "train", job.id)
-    return JobRead.of(job)
+        enqueue(celery, settings, "train", job.id, job.spec.get("resources"))
+    return JobRead.of(job, Placement.read(session, settings))
 
 
 @router.post("/validate", response_model=ValidateResult)
@@ -67,15 +66,17 @@ def validate_job(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def read_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobRead:
-    """One job."""
-    return JobRead.of(jobs.get_job(session, job_id, tenant))
+def read_job(job_id: str, tenant: TenantDep, session: SessionDep, settings: SettingsDep) -> JobRead:
+    """One job (a queued one says which worker it waits for, when none live can take it)."""
+    job = jobs.get_job(session, job_id, tenant)
+    return JobRead.of(job, Placement.read(session, settings) if job.status == "queued" else None)
 
 
 @router.get("", response_model=Page)
 def list_jobs(
     tenant: TenantDep,
     session: SessionDep,
+    settings: SettingsDep,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
@@ -83,14 +84,20 @@ def list_jobs(
     """Jobs, newest first, optionally of one status."""
     filters = [Job.tenant == tenant, *([Job.status == status] if status else [])]
     rows, next_cursor = page(session, Job, limit, cursor, *filters)
-    return Page(items=[JobRead.of(r) for r in rows], next_cursor=next_cursor)
+    queued = any(r.status == "queued" for r in rows)
+    placement = Placement.read(session, settings) if queued else None  # once per page
+    return Page(items=[JobRead.of(r, placement) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobRead)
-def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobRead:
+def cancel_job(
+    job_id: str, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> JobRead:
     """Cancel a queued job at once, or ask a running one to stop at its next batch."""
     job = jobs.cancel_job(session, job_id, tenant)
     session.commit()
+    if job.status == "cancelled":  # a queued job ended here: its streams end now
+        progress.publish_status(settings, job.id, job.status)
     return JobRead.of(job)
 
 
@@ -117,25 +124,10 @@ def job_tensorboard(
     job = jobs.get_job(session, job_id, tenant)
     files = boards.event_files(store, job.id)
     return StreamingResponse(
-        boards.archive(files, job.id),
+        boards.archive(store, files, job.id),
         media_type="application/gzip",
         headers={"Content-Disposition": f'attachment; filename="{job.id}-tensorboard.tar.gz"'},
     )
-
-
-def _sse(event: str, data: dict[str, Any], event_id: int | str) -> str:
-    return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, default=str)}\n\n"
-
-
-def _resume_from(last_event_id: str | None) -> int:
-    """Epochs a reconnecting client already has (its Last-Event-ID is the last epoch)."""
-    if last_event_id is None or not last_event_id.isdigit() or len(last_event_id) > 9:
-        return 0
-    return int(last_event_id)
-
-
-def _epoch_metrics(history: dict[str, list[Any]], epoch: int) -> dict[str, Any]:
-    return {k: v[epoch] for k, v in history.items() if len(v) > epoch}
 
 
 @router.get("/{job_id}/events")
@@ -148,41 +140,26 @@ async def job_events(
     """Server-Sent Events: one `progress` event per epoch, then one `done`."""
     factory = request.app.state.session_factory
 
-    def load() -> Job:
+    def read() -> Job:
         with factory() as session:
             return jobs.get_job(session, job_id, tenant)
 
-    first = await anyio.to_thread.run_sync(load)  # 404 before the stream starts
+    async def load() -> Job:
+        return await anyio.to_thread.run_sync(read)
+
+    first = await load()  # 404 before the stream starts
+    hub = progress.hub_of(request.app.state)
+    replay = events.Replay(events.resume_from(last_event_id))
 
     async def stream() -> AsyncIterator[str]:
-        sent = _resume_from(last_event_id)
-        job = first
-        last_beat = time.monotonic()
-        while True:
-            epochs_done = len(job.history.get("loss", [])) if job.history else 0
-            while sent < epochs_done:
-                yield _sse(
-                    "progress",
-                    {
-                        "job_id": job.id,
-                        "epoch": sent + 1,
-                        "epochs": job.epochs,
-                        "status": job.status,
-                        "metrics": _epoch_metrics(job.history, sent),
-                    },
-                    sent + 1,
-                )
-                sent += 1
-            if job.status in jobs.TERMINAL:
-                yield _sse("done", JobRead.of(job).model_dump(mode="json"), sent)
-                return
-            if time.monotonic() - last_beat > 15:
-                last_beat = time.monotonic()
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(0.25)
-            if await request.is_disconnected():
-                return
-            job = await anyio.to_thread.run_sync(load)
+        if hub is None:
+            async for event in events.polled(load, first, replay, request.is_disconnected):
+                yield event
+            return
+        async with hub.follow(job_id) as queue:
+            # read again once subscribed: nothing published since `first` is missed
+            async for event in events.pushed(load, await load(), replay, queue):
+                yield event
 
     return StreamingResponse(
         stream(),

@@ -2,13 +2,17 @@
 service/spec/training.py)."""
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from service.plots.catalog import job_plots
 from service.rows import Job
+from service.spec.resources import DEFAULT_RESOURCES
 from service.spec.versions import upgrade
+
+if TYPE_CHECKING:
+    from service.workers.placement import Placement
 
 
 class Progress(BaseModel):
@@ -38,9 +42,21 @@ class JobRead(BaseModel):
     plots: list[str] = Field(
         default_factory=list, description="Plot names available now (GET .../plots/{name})."
     )
+    resources: dict[str, Any] = Field(
+        default_factory=DEFAULT_RESOURCES.model_dump,
+        description="What the job needs from its worker (accelerator, devices).",
+    )
+    waiting_for: str | None = Field(
+        None,
+        description="A queued job no live worker can take: the worker it waits for, e.g. "
+        '"a gpu worker: none is live". null otherwise.',
+    )
 
     @classmethod
-    def of(cls, row: Job) -> "JobRead":
+    def of(cls, row: Job, placement: "Placement | None" = None) -> "JobRead":
+        """The job as the API shows it; with `placement`, a queued job says what it waits for."""
+        resources = {**DEFAULT_RESOURCES.model_dump(), **(row.spec or {}).get("resources", {})}
+        waiting = placement.waiting_for(resources) if placement and row.status == "queued" else None
         return cls(
             id=row.id,
             name=row.name,
@@ -61,6 +77,8 @@ class JobRead(BaseModel):
             engine=row.engine,
             spec=upgraded(row) if row.kind == "train" else row.spec,
             plots=job_plots(row),
+            resources=resources,
+            waiting_for=waiting,
         )
 
 

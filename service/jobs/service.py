@@ -16,6 +16,7 @@ from service.spec import SPEC_VERSION, TrainingSpec
 from service.spec.plan import DatasetMeta, ModelPlan, plan_model
 from service.spec.training import BuiltinDataset
 from service.tenancy import owned
+from service.workers.placement import check_resources
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -66,6 +67,7 @@ def plan_spec(
     session: Session, spec: TrainingSpec, settings: Settings, tenant: str | None = None
 ) -> tuple[ModelPlan, DatasetMeta]:
     meta, _ = dataset_meta(session, spec, tenant)
+    check_resources(session, settings, spec.resources, spec.batch_size)
     base = base_model_row(session, spec, meta, tenant)
     return plan_within_limits(spec, meta, settings, base.summary["layers"] if base else None), meta
 

@@ -50,12 +50,17 @@ class PredictInstruments:
             "kts_model_cache_evictions", "Models dropped from the cache.", registry=registry
         )
         self.cache_models = Gauge(
-            "kts_model_cache_models", "Models loaded in this API process.", registry=registry
+            "kts_model_cache_models",
+            "Models loaded in this API process (with --workers N: in all of them).",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.cache_bytes = Gauge(
             "kts_model_cache_bytes",
-            "Estimated memory of the loaded models (the figure KTS_MODEL_CACHE_BYTES bounds).",
+            "Estimated memory of the loaded models (the figure KTS_MODEL_CACHE_BYTES bounds, "
+            "per API process; with --workers N, the sum over them).",
             registry=registry,
+            multiprocess_mode="livesum",
         )
 
     def observe(self, model_id: str, mc_samples: int, rows: int, seconds: float) -> None:

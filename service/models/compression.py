@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from service.errors import ErrorDetail, SpecInvalid
 from service.spec.common import FiniteFloat, Strict
+from service.spec.resources import OneDeviceResources
 
 # identity at inference: a fold crosses them
 SKIPPABLE = ("Dropout", "AlphaDropout", "GaussianNoise", "GaussianDropout")
@@ -35,6 +36,10 @@ class CompressionRequest(Strict):
     )
     weights: Literal["float32", "float16", "int8"] = Field(
         "float32", description="Storage type of the weights (int8: Keras quantization)."
+    )
+    resources: OneDeviceResources = Field(
+        default_factory=lambda: OneDeviceResources(),
+        description='Which workers may run it: {"accelerator": "gpu" | "cpu" | "any"}.',
     )
 
     @model_validator(mode="after")

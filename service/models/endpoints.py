@@ -6,7 +6,7 @@ import anyio
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.auth import TenantDep
@@ -23,6 +23,7 @@ from service.pagination import Page, page
 from service.queue import enqueue
 from service.quotas import JOB_QUOTA, PREDICT_RATE
 from service.rows import TrainedModel
+from service.storage.responses import download
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 NPY = "application/x-npy"
@@ -106,26 +107,23 @@ def download_model(
     quantize: Annotated[
         Literal["float16", "int8"] | None, Query(description="tflite only: weight type")
     ] = None,
-) -> FileResponse:
+) -> Response:
     """The model as a .keras zip, a SavedModel .zip, or a TFLite flatbuffer."""
     row = models.get_model(session, model_id, tenant)
     if quantize is not None and format != "tflite":
         raise SpecInvalid([ErrorDetail(("quantize",), "Expected quantize with format=tflite.")])
     if format == "keras":
-        return FileResponse(
-            store.path(row.artifact_key), media_type="application/zip", filename=f"{model_id}.keras"
-        )
-    from service.models.predictions import export_path  # loads Keras (TensorFlow) lazily
+        return download(store, row.artifact_key, "application/zip", f"{model_id}.keras")
+    from service.models.predictions import export_key  # loads Keras (TensorFlow) lazily
 
-    path = export_path(request.app.state, row, format, quantize)
+    key = export_key(request.app.state, row, format, quantize)
     if format == "saved_model":
-        return FileResponse(
-            path, media_type="application/zip", filename=f"{model_id}-saved_model.zip"
-        )
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
-        filename=f"{model_id}{'-' + quantize if quantize else ''}.tflite",
+        return download(store, key, "application/zip", f"{model_id}-saved_model.zip")
+    return download(
+        store,
+        key,
+        "application/octet-stream",
+        f"{model_id}{'-' + quantize if quantize else ''}.tflite",
     )
 
 
@@ -145,7 +143,7 @@ def optimize_model(
     row = models.get_model(session, model_id, tenant)
     job = models.create_compression_job(session, store, row, body, tenant)
     session.commit()
-    enqueue(celery, settings, "optimize", job.id)
+    enqueue(celery, settings, "optimize", job.id, job.spec.get("resources"))
     return JobRead.of(job)
 
 

@@ -4,7 +4,6 @@ import io
 import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,8 @@ def get_predictor(state: Any, row: TrainedModel) -> Any:
             meter.cache_hits.inc()
             return predictor
     meter.cache_misses.inc()
-    predictor = Predictor.load(state.store.path(row.artifact_key), row.task)
+    with state.store.local_file(row.artifact_key) as path:
+        predictor = Predictor.load(path, row.task)
     with _lock:
         cache[row.id] = predictor
         gone = evict(cache, state.settings.model_cache_size, state.settings.model_cache_bytes)
@@ -144,28 +144,25 @@ def with_class_names(rows: list[dict[str, Any]], names: list[str] | None) -> lis
 _export_lock = threading.Lock()
 
 
-def export_path(state: Any, row: TrainedModel, fmt: str, quantize: str | None) -> Path:
-    """The export file, made on first request and kept in the artifact store."""
+def export_key(state: Any, row: TrainedModel, fmt: str, quantize: str | None) -> str:
+    """The export's artifact key; the file is made on first request and kept in the store."""
     from inference.exports import ExportUnavailable, export_file
 
     name = "saved_model.zip" if fmt == "saved_model" else f"model-{quantize or 'float32'}.tflite"
     key = f"models/{row.id}/exports/{name}"
-    path = state.store.path(key)
+    store = state.store
     with _export_lock:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp-{name}")
+        if store.exists(key):
+            return key
+        # made in scratch and stored whole: a half-written export never shows
+        with store.local_file(row.artifact_key) as source, store.scratch() as folder:
             try:
                 with disk_full_as_storage_full():
-                    export_file(state.store.path(row.artifact_key), row.task, fmt, quantize, tmp)
+                    export_file(source, row.task, fmt, quantize, folder / name)
             except ExportUnavailable as exc:
                 raise SpecInvalid([ErrorDetail(("format",), str(exc))]) from None
-            except BaseException:  # a half-written export never stays behind
-                if tmp.is_file():
-                    tmp.unlink()
-                raise
-            tmp.replace(path)
-    return path  # type: ignore[no-any-return]
+            store.put_file(key, folder / name)
+    return key
 
 
 def predict_limiter(state: Any) -> Any:

@@ -102,7 +102,8 @@ def create_compression_job(
     """Add an optimize job, after the checks that need no Keras (a fold plan exists, the
     training rows are known for pruning)."""
     if body.fold_batch_norm:
-        fold_plan(keras_layers(store.path(model.artifact_key)))
+        with store.local_file(model.artifact_key) as path:
+            fold_plan(keras_layers(path))
     if body.prune is not None and training_job_of(session, model) is None:
         raise _invalid("prune", "No training rows are known for this model.")
     return new_job(

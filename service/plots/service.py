@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from typing import Any
 
 from sqlalchemy import select
@@ -144,9 +145,10 @@ def _spread(store: ArtifactStore, row: BatchPrediction) -> dict[str, Any]:
 
     assert row.results_key is not None and row.summary is not None
     measure = row.summary["uncertainty_measure"]
-    table = pq.read_table(store.path(row.results_key), columns=[measure])
     outputs = "mean" if row.mc_samples else "prediction"
-    first = pq.ParquetFile(store.path(row.results_key)).read_row_group(0, columns=[outputs])
+    with store.local_file(row.results_key) as path:
+        table = pq.read_table(path, columns=[measure])
+        first = pq.ParquetFile(path).read_row_group(0, columns=[outputs])
     return {
         "values": table.column(measure).to_numpy(),
         "measure": measure,
@@ -161,7 +163,8 @@ def _most_uncertain(store: ArtifactStore, row: BatchPrediction) -> dict[str, Any
     assert row.results_key is not None and row.summary is not None
     measure = row.summary["uncertainty_measure"]
     ids = [u["row"] for u in row.summary["most_uncertain"][:UNCERTAIN_ROWS]]
-    table = pq.read_table(store.path(row.results_key), filters=[("row", "in", ids)])
+    with store.local_file(row.results_key) as path:
+        table = pq.read_table(path, filters=[("row", "in", ids)])
     by_row = {r["row"]: r for r in table.to_pylist()}
     records = [by_row[i] for i in ids if i in by_row]
     return {"records": records, "measure": measure, "mc_samples": row.mc_samples}
@@ -209,6 +212,7 @@ def _drop_stale(store: ArtifactStore, request: PlotRequest, key: str) -> None:
     """Older drawings of the same plot (earlier epochs of a job): only the latest is kept."""
     current = key.rsplit("/", 1)[1]
     suffix = current.rsplit(".", 1)[1]
-    for path in store.path(request.folder).glob(f"{request.name}-*.{suffix}"):
-        if path.name != current:
-            path.unlink(missing_ok=True)
+    for other in store.list(request.folder):
+        name = other.rsplit("/", 1)[1]
+        if name != current and fnmatch(name, f"{request.name}-*.{suffix}"):
+            store.delete(other)

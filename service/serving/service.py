@@ -87,7 +87,7 @@ def server_ready(state: Any) -> bool:
 
 
 def model_ready(state: Any, row: TrainedModel) -> bool:
-    return bool(state.store.path(row.artifact_key).is_file())
+    return bool(state.store.exists(row.artifact_key))
 
 
 # --- Metadata ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from service.spec.common import (
 from service.spec.layers import LayerSpec
 from service.spec.losses import LossName, MetricName
 from service.spec.optimizers import Nadam, OptimizerSpec
+from service.spec.resources import Resources
 from service.spec.schedules import ScheduleSpec
 from service.spec.versions import SPEC_VERSION, upgrade
 
@@ -201,6 +202,11 @@ class TrainingSpec(Strict):
         description="How epochs run: compiled (each epoch one jitted function over "
         "device-resident data; JAX backend), fit (Keras fit), or auto (compiled where the "
         "worker runs JAX). The job records which ran.",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: Resources(),
+        description='What the job needs: {"accelerator": "gpu" | "cpu" | "any", "devices": N}; '
+        "devices > 1 trains data parallel with Keras's distribution API (JAX backend).",
     )
 
     @model_validator(mode="before")

@@ -20,6 +20,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from service.jobs.progress import publish_status
 from service.jobs.service import TERMINAL
 from service.rows import Job, utcnow
 from worker.context import WorkerContext
@@ -120,6 +121,7 @@ def claim(ctx: WorkerContext, job_id: str, owner: str) -> Claim | None:
         session.commit()
         if taken.rowcount != 1:  # type: ignore[attr-defined]
             return None
+        publish_status(ctx.settings, job_id, "running")
         job = session.scalar(select(Job).where(Job.id == job_id))
         assert job is not None
         return Claim(job.kind, dict(job.spec), job.tenant, job.attempts, owner, job.spec_version)
@@ -169,6 +171,8 @@ def finish(
                 if add is not None:
                     add(session)
                 session.commit()
+                if "status" in values:  # open event streams end now (never raises)
+                    publish_status(ctx.settings, job_id, str(values["status"]))
                 return True
         except OperationalError:
             log.warning("database unavailable while ending job %s (try %d)", job_id, attempt)

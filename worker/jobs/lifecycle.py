@@ -132,7 +132,7 @@ class JobRun:
                     "last checkpoint",
                     worker=self.owner,
                 )
-                requeue(self.ctx, self.job_id, self.claim.kind)
+                requeue(self.ctx, self.job_id, self.claim.kind, self.claim.spec.get("resources"))
             return "released"
         if reason == "cancelled":
             self.log.info("cancelled", "cancelled on request")

@@ -2,6 +2,7 @@
 whose message was lost are enqueued again; nothing else ever re-sends a job."""
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import or_, select
 
@@ -12,13 +13,14 @@ from worker.jobs.joblog import JobLog
 from worker.jobs.lease import fail_worker_lost
 
 
-def requeue(ctx: WorkerContext, job_id: str, kind: str = "train") -> bool:
-    """Send the job's task again (after a hand-back, an expired lease, a lost message)."""
+def requeue(ctx: WorkerContext, job_id: str, kind: str = "train", resources: Any = None) -> bool:
+    """Send the job's task again (after a hand-back, an expired lease, a lost message), to
+    the queue of its resources."""
     from service.queue import enqueue, make_celery
 
     if ctx.celery is None:
         ctx.celery = make_celery(ctx.settings)
-    return enqueue(ctx.celery, ctx.settings, kind, job_id)
+    return enqueue(ctx.celery, ctx.settings, kind, job_id, resources)
 
 
 def queue_length(ctx: WorkerContext) -> int | None:
@@ -74,22 +76,22 @@ def reconcile(ctx: WorkerContext) -> dict[str, int]:
                 lost.append((job.id, job.attempts))
             else:
                 job.enqueued_at = now
-                todo.append((job.id, job.kind))
+                todo.append((job.id, job.kind, job.spec.get("resources")))
                 expired_ids.add(job.id)
                 counts["requeued_expired"] += 1
         for job in stale:
             job.enqueued_at = now
-            todo.append((job.id, job.kind))
+            todo.append((job.id, job.kind, job.spec.get("resources")))
             counts["requeued_queued"] += 1
         session.commit()
     for job_id, attempts in lost:  # in the jobs' own logs, after the commit (SQLite: one writer)
         JobLog(ctx, job_id).failure("worker_lost", f"its worker was lost {attempts} times")
-    for job_id, kind in todo:  # after the commit, as every enqueue
+    for job_id, kind, resources in todo:  # after the commit, as every enqueue
         if job_id in expired_ids:
             JobLog(ctx, job_id).warning(
                 "lease_expired", "its worker stopped renewing the lease: queued again"
             )
-        requeue(ctx, job_id, kind)
+        requeue(ctx, job_id, kind, resources)
     return counts
 
 

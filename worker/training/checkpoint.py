@@ -68,12 +68,14 @@ class Checkpoints:
         if not self.store.exists(key):
             return None
         state: dict[str, Any] = json.loads(self.store.read_bytes(key))
-        arrays = np.load(self.store.path(state["arrays"]), allow_pickle=False)
-        state["arrays"] = {name: arrays[name] for name in arrays.files}
+        with self.store.local_file(state["arrays"]) as path:
+            with np.load(path, allow_pickle=False) as arrays:
+                state["arrays"] = {name: arrays[name] for name in arrays.files}
         return state
 
     def load_model(self, state: dict[str, Any]) -> keras.Model:
-        model = keras.saving.load_model(self.store.path(state["model"]), safe_mode=True)
+        with self.store.local_file(state["model"]) as path:
+            model = keras.saving.load_model(path, safe_mode=True)
         return model
 
     def save(

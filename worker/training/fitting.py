@@ -13,6 +13,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import OperationalError
 
+from service.jobs.progress import publish_epoch
 from service.rows import Job, JobDiagnostics
 from service.spec import TrainingSpec
 from service.spec.training import Phase
@@ -44,13 +45,20 @@ COMPILED_NEEDS_JAX = (
     "The compiled epoch needs the JAX backend and this worker runs {backend}: the job was "
     "trained with Keras fit."
 )
+COMPILED_ONE_DEVICE = (
+    "The compiled epoch trains on one device: the job on {devices} devices was trained with "
+    "Keras fit under Keras's distribution API."
+)
 
 
-def choose_engine(asked: str) -> tuple[str, dict[str, Any] | None]:
+def choose_engine(asked: str, devices: int = 1) -> tuple[str, dict[str, Any] | None]:
     """The engine a job runs on here, and a warning when it is not the one asked for."""
     backend = keras.backend.backend()
     if asked == "fit":
         return "fit", None
+    if devices > 1:  # the compiled scan places data and state on one device: fit shards
+        warning = COMPILED_ONE_DEVICE.format(devices=devices) if asked == "compiled" else None
+        return "fit", {"code": "engine_fallback", "message": warning} if warning else None
     if backend == "jax":
         return "compiled", None
     if asked == "compiled":
@@ -85,7 +93,9 @@ class Fitting:
         if resume is not None:
             restore_callbacks(resume, self.early_stopping, self.pruning)
         self.callbacks = self._callbacks()
-        self.engine, self.engine_warning = choose_engine(job.spec.engine)
+        self.engine, self.engine_warning = choose_engine(
+            job.spec.engine, job.spec.resources.devices
+        )
 
     def _early_stopping(self) -> ResumableEarlyStopping | None:
         es = self.job.spec.early_stopping
@@ -243,6 +253,8 @@ class Fitting:
                 session.commit()
         except OperationalError:  # the database is restarting: the next epoch writes it all
             log.warning("could not write progress of job %s", run.job_id, exc_info=True)
+        # open event streams follow this instead of reading the row (never raises)
+        publish_epoch(run.ctx.settings, run.job_id, epoch, self.job.plan.epochs, history)
         run.log.epoch(epoch, self.job.plan.epochs, history)  # never raises
 
     def _health(

@@ -21,6 +21,7 @@ from worker.build.model import build_model
 from worker.jobs.lifecycle import JobFailed, JobRun, runs
 from worker.training.checkpoint import Checkpoints
 from worker.training.data import load_arrays, split, targets
+from worker.training.devices import devices_asked, distributed, even_rows
 from worker.training.fitting import Fitting, start_attempt
 from worker.training.pruning import sparsity_report
 from worker.training.uncertainty import measure as measure_uncertainty
@@ -69,15 +70,17 @@ class Prepared:
 
 @runs("train")
 def train(run: JobRun) -> str:
-    """Train a claimed job: build (or resume from its checkpoint), fit, store the model."""
-    job = prepare(run)
-    checkpoints = Checkpoints(run.ctx.store, run.job_id)
-    fitting = build_or_resume(run, job, checkpoints)
-    with run.watched():
-        fitting.run_phases()
-    if run.signal.reason is not None:
-        return end_early(run, job, fitting)
-    return store(run, job, fitting)
+    """Train a claimed job: build (or resume from its checkpoint), fit, store the model; on
+    several devices, all of it inside their distribution (worker/training/devices.py)."""
+    with distributed(devices_asked(run.claim.spec), int(run.claim.spec.get("batch_size", 1))):
+        job = prepare(run)
+        checkpoints = Checkpoints(run.ctx.store, run.job_id)
+        fitting = build_or_resume(run, job, checkpoints)
+        with run.watched():
+            fitting.run_phases()
+        if run.signal.reason is not None:
+            return end_early(run, job, fitting)
+        return store(run, job, fitting)
 
 
 def prepare(run: JobRun) -> Prepared:
@@ -93,9 +96,8 @@ def prepare(run: JobRun) -> Prepared:
             row = base_model_row(session, spec, meta)
             assert row is not None
             base_layers, base_key = row.summary["layers"], row.artifact_key
-        base_model = keras.saving.load_model(
-            ctx.store.path(base_key), compile=False, safe_mode=True
-        )
+        with ctx.store.local_file(base_key) as path:
+            base_model = keras.saving.load_model(path, compile=False, safe_mode=True)
     plan = plan_within_limits(spec, meta, ctx.settings, base_layers)
     spec = plan.spec
     # one split per job, also across a resume when the spec gives no seed
@@ -103,6 +105,8 @@ def prepare(run: JobRun) -> Prepared:
     if spec.seed is not None:
         keras.utils.set_random_seed(spec.seed)
     train_idx, val_idx = split(meta.n_samples, spec.validation_split, split_seed)
+    devices = spec.resources.devices  # (several: batches must split evenly across them)
+    train_idx, val_idx = even_rows(train_idx, devices), even_rows(val_idx, devices)
     y_all = targets(arrays.y, plan.loss, meta.n_classes)
     return Prepared(
         spec, plan, meta, arrays.X[train_idx], y_all[train_idx], arrays.X[val_idx],

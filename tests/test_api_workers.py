@@ -1,0 +1,76 @@
+"""`kts serve --workers N`: N API processes on one port, the embedded worker started once, and
+/metrics adding up the HTTP figures of all of them (service/metrics/multiprocess.py)."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_end_to_end import free_port, kts
+
+
+def _group_commands(pgid: int) -> list[str]:
+    """Command lines of the processes of one process group."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[2]) == pgid:
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _wait_ready(base: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("kts serve --workers 2 did not become ready")
+
+
+@pytest.mark.slow
+def test_two_api_processes_one_embedded_worker_summed_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KTS_", "PROMETHEUS"))}
+    env.update(KTS_LOG_LEVEL="WARNING", TMPDIR=str(tmp_path))  # the metrics folder lands here
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    command = [kts(), "serve", "--workers", "2", "--port", str(port), "--data-dir", "d"]
+    server = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=log, stderr=log, start_new_session=True
+    )
+    try:
+        _wait_ready(base)
+        commands = _group_commands(server.pid)
+        assert sum(" celery " in c for c in commands) == 1, commands  # the worker, once
+        for _ in range(40):  # a new connection each: the kernel hands them to both processes
+            assert httpx.get(f"{base}/healthz").status_code == 200
+        (folder,) = tmp_path.glob("kts-metrics-*")
+        writers = {re.sub(r"\D", "", f.name) for f in folder.glob("counter_*.db")}
+        assert len(writers) == 2  # both API processes counted requests
+        text = httpx.get(f"{base}/metrics").text
+        served = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("http_requests_total{") and 'handler="/healthz"' in line
+        ]
+        assert sum(served) == 40  # the sum over both processes, whichever answered
+        assert "process_cpu_seconds_total" not in text  # per-process figures left out
+        assert "kts_jobs{" in text  # the database figures stay
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    assert not list(tmp_path.glob("kts-metrics-*"))  # removed at the end
