@@ -18,7 +18,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from sqlalchemy.exc import OperationalError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from pg_service import free_port  # noqa: E402
 
 from service.rows import Job, TrainedModel  # noqa: E402
 
@@ -52,12 +53,6 @@ JOB = {
     "uncertainty_samples": 10,
 }
 ENDED = ("succeeded", "failed", "cancelled")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def postgres(action: str, *options: str) -> subprocess.CompletedProcess[bytes]:

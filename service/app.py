@@ -1,5 +1,8 @@
 """The FastAPI application factory."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 
 from service import health
@@ -8,6 +11,7 @@ from service.datasets import endpoints as datasets
 from service.db import make_engine, make_session_factory
 from service.errors import install_error_handlers
 from service.jobs import endpoints as jobs
+from service.jobs import progress
 from service.limits import BodyLimit
 from service.logs import endpoints as logs
 from service.logs.middleware import RequestIds, bind_path_ids
@@ -23,6 +27,13 @@ from service.ui import endpoints as ui
 from service.workers import endpoints as workers
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """What the app's start and shutdown do: stop the progress subscriber (made on first use)."""
+    yield
+    await progress.close_hub(app.state)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -30,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="Train Keras models from a validated JSON spec; predict with uncertainty.",
         dependencies=[Depends(bind_path_ids)],  # job and model ids of the path join log lines
+        lifespan=lifespan,
     )
     engine = make_engine(settings.resolved_database_url())
     app.state.settings = settings

@@ -47,13 +47,6 @@ def create_key(session: Session, tenant: str) -> str:
     return key
 
 
-def tenant_of(session: Session, key: str) -> str | None:
-    row = session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-    )
-    return row.tenant if row else None
-
-
 class KeyCache:
     """Tenants of keys seen lately, per API process: a request with a known key reads no
     database. Only valid keys are kept, for KTS_AUTH_CACHE_SECONDS, so a revoked key is

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from service.settings import Settings
 
@@ -336,11 +336,22 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `kts` server commands and their flags."""
     parser = argparse.ArgumentParser(prog="kts", description="Keras Training Service")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_worker(sub)
+    _add_keys(sub)
+    p = sub.add_parser("migrate", help="bring the database to the newest migration")
+    p.set_defaults(func=migrate)
+    return parser
 
+
+def _add_serve(sub: Subcommands) -> None:
     p = sub.add_parser("serve", help="start the API (and an embedded worker without a broker)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -354,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=serve)
 
+
+def _add_worker(sub: Subcommands) -> None:
     p = sub.add_parser("worker", help="start a Celery worker for the configured broker")
     p.add_argument(
         "--queues",
@@ -397,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default=None, help="default: KTS_LOG_LEVEL (INFO)")
     p.set_defaults(func=worker)
 
+
+def _add_keys(sub: Subcommands) -> None:
     p = sub.add_parser("keys", help="manage API keys (stored hashed; shown once)")
     key_sub = p.add_subparsers(dest="action", required=True)
     create = key_sub.add_parser("create", help="create a key for a tenant and print it")
@@ -405,10 +420,6 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     p.set_defaults(func=keys)
-
-    p = sub.add_parser("migrate", help="bring the database to the newest migration")
-    p.set_defaults(func=migrate)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

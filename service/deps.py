@@ -8,8 +8,8 @@ from celery import Celery
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from service.artifacts import ArtifactStore
 from service.settings import Settings
+from service.storage import ArtifactStore
 
 # These dependencies are `async def`: FastAPI runs a plain `def` dependency in a worker thread,
 # and each such hop costs about 0.3 ms of CPU (a sync generator costs two), more than the work

@@ -12,7 +12,7 @@ from celery import Celery
 from service.jobs.kinds import JOB_KINDS
 from service.queue_redis import is_redis, sender
 from service.settings import Settings
-from service.spec.resources import MAX_DEVICES
+from service.spec.resources import MAX_DEVICES, Resources
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,8 @@ def queue_for(settings: Settings, resources: Mapping[str, Any] | None) -> str:
     before resources existed still meet; gpu and cpu jobs get `{queue}.gpu` / `{queue}.cpu`;
     N > 1 devices adds `.xN`, which only workers with at least N devices consume.
     """
-    resources = resources or {}
-    accelerator = str(resources.get("accelerator") or "any")
-    devices = int(resources.get("devices") or 1)
+    asked = Resources.of(resources)
+    accelerator, devices = asked.accelerator, asked.devices
     name = settings.queue if accelerator == "any" else f"{settings.queue}.{accelerator}"
     return name if devices == 1 else f"{name}.x{devices}"
 

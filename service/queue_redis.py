@@ -21,20 +21,42 @@ from typing import Any
 from celery import Celery
 
 _senders: dict[str, "RedisSender"] = {}
+_clients: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
 def is_redis(url: str) -> bool:
+    """Whether the broker at `url` is a Redis server (else the embedded one, or another)."""
     return url.startswith(("redis://", "rediss://"))
 
 
+def redis_client(url: str) -> Any:
+    """This process's sync client of the Redis at `url` (one connection pool, thread-safe,
+    fork-aware), for the calls on the request and epoch paths: task messages, progress
+    publishes, metrics reads.
+
+    redis-py 8 retries a failed call 10 times with backoff by default: about 4 s per call when
+    Redis refuses connections, 11 connect timeouts when it does not answer. Each caller has a
+    fallback (the reconciler re-sends a job, a stream reads the database), so one retry on a
+    fresh connection and short timeouts: at most about 4 s per call, not a minute.
+    """
+    import redis  # kombu's Redis transport brings it; only a Redis broker needs it
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    with _lock:
+        if url not in _clients:
+            _clients[url] = redis.Redis.from_url(
+                url, retry=Retry(NoBackoff(), 1), socket_timeout=2, socket_connect_timeout=1
+            )
+        return _clients[url]
+
+
 class RedisSender:
-    """Sends task messages over one redis-py connection pool (thread-safe, fork-aware)."""
+    """Sends task messages over this process's Redis client."""
 
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    def __init__(self, client: Any) -> None:
+        self.client = client
 
     def send(self, app: Celery, task: str, args: list[Any], queue: str) -> str:
         """Push one task message onto `queue`; returns the task id."""
@@ -69,7 +91,8 @@ def envelope(headers: dict[str, Any], properties: dict[str, Any], body: Any, que
 
 def sender(url: str) -> RedisSender:
     """This process's sender for the broker at `url`."""
+    client = redis_client(url)  # before the lock, which it takes too
     with _lock:
         if url not in _senders:
-            _senders[url] = RedisSender(url)
+            _senders[url] = RedisSender(client)
         return _senders[url]

@@ -18,7 +18,7 @@ from service.app import create_app
 from service.auth import create_key
 from service.datasets.arrays import load_builtin
 from service.db import make_engine, make_session_factory, upgrade_database
-from service.rows import Job
+from service.rows import Job, Worker, utcnow
 from service.settings import Settings
 from service.storage import LocalStore
 from tests.conftest import REDIS_URL, make_spec, sqlite_settings, submit
@@ -248,3 +248,34 @@ def test_collector_on_postgres_and_redis(tmp_path: Path, pg_url: str, redis_queu
     assert value(done, "kts_epochs_total", kind="train") == 2
     for source in ("database", "redis"):
         assert value(done, "kts_metrics_source_up", source=source) == 1
+
+
+@pytest.mark.postgres
+def test_queue_depth_of_each_live_queue(tmp_path: Path, pg_url: str, redis_queue: str) -> None:
+    """One sample per queue a live worker consumes, and the base queue; no other queue."""
+    extra: dict[str, Any] = {"database_url": pg_url, "broker_url": REDIS_URL}
+    s = sqlite_settings(tmp_path, queue=redis_queue, metrics_cache_seconds=0, **extra)
+    upgrade_database(pg_url)
+    gpu, gpu4, cpu = (f"{redis_queue}{tail}" for tail in (".gpu", ".gpu.x4", ".cpu"))
+    with make_session_factory(make_engine(pg_url))() as session:
+        session.add(
+            Worker(
+                node="gpu-host/1", backend="jax", devices=["gpu:0"], accelerator="gpu",
+                device_count=1, queues=gpu, last_seen=utcnow(),
+            )
+        )  # fmt: skip
+        session.commit()
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.lpush(gpu, b"a", b"b")
+        client.lpush(f"{gpu}\x06\x163", b"c")  # a priority-3 message of the same queue
+        client.lpush(cpu, b"d")  # no live worker consumes it
+        with TestClient(create_app(s)) as api:
+            samples = scrape(api)
+    finally:
+        client.delete(gpu, f"{gpu}\x06\x163", cpu)
+        client.close()
+    depth = {q: value(samples, "kts_queue_depth", queue=q, source="redis") for q in (gpu, gpu4)}
+    assert depth == {gpu: 3, gpu4: None}
+    assert value(samples, "kts_queue_depth", queue=redis_queue, source="redis") == 0
+    assert value(samples, "kts_queue_depth", queue=cpu, source="redis") is None

@@ -6,8 +6,12 @@ import hashlib
 import io
 import os
 import signal
+import socket
 import subprocess
+import sys
 import tarfile
+import textwrap
+import threading
 import time
 import uuid
 import zipfile
@@ -22,13 +26,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.app import create_app
-from service.artifacts import ArtifactKeyInvalid
 from service.datasets.arrays import load_builtin
 from service.db import make_engine, make_session_factory, upgrade_database
+from service.errors import Unavailable
 from service.rows import Job
-from service.storage import open_store
-from service.storage.cache import FileCache
-from service.storage.s3 import S3Store, parse_url
+from service.storage import ArtifactKeyInvalid, open_store
+from service.storage.cache import LOCK, FileCache
+from service.storage.s3 import S3Store, parse_url, s3_errors
 from tests.conftest import REDIS_URL, make_spec, submit
 from tests.s3 import S3Server, moto_server
 from tests.test_batch_predictions import upload
@@ -86,6 +90,8 @@ def test_objects_round_trip_under_the_prefix(s3: S3Server, bucket: str, tmp_path
     assert store.list("models/m") == []  # a folder, not a string prefix
     with store.reader("models/m1/model.keras") as body:
         assert body.read(3) == b"wei"
+    assert store.head_bytes("models/m1/model.keras", 3) == b"wei"  # a ranged GET
+    assert store.head_bytes("models/m1/model.keras", 1000) == b"weights"
     with store.local_file("models/m1/model.keras") as path:
         assert path.name == "model.keras" and path.read_bytes() == b"weights"
     for missing in (store.read_bytes, store.size):
@@ -150,9 +156,173 @@ def test_the_cache_keeps_its_bound_and_files_in_use(
 def test_cache_folders_are_per_process(tmp_path: Path) -> None:
     cache = FileCache(tmp_path, 10)
     with cache.file("a/b.txt", "v1", lambda p: p.write_bytes(b"0123456789abc")) as path:
-        assert path.parent.parent == tmp_path / f"p{os.getpid()}"
+        folder = path.parent.parent
+        assert folder.parent == tmp_path
+        assert folder.name.startswith(f"p{socket.gethostname()}-{os.getpid()}-")
+        assert (folder / LOCK).is_file()
         assert path.read_bytes() == b"0123456789abc"  # larger than the bound: kept while used
     assert cache.bytes == 0 and not path.exists()
+
+
+def test_threads_missing_the_same_file_download_it_once(tmp_path: Path) -> None:
+    cache = FileCache(tmp_path, 10)  # smaller than the file: only pins keep it
+    calls: list[int] = []
+    release = threading.Event()
+
+    def slow_download(path: Path) -> None:
+        calls.append(1)
+        release.wait()
+        path.write_bytes(b"x" * 100)
+
+    seen: list[bytes] = []
+
+    def reader() -> None:
+        with cache.file("models/m/model.keras", "e1", slow_download) as path:
+            seen.append(path.read_bytes())
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    pins = lambda: sum(e.pins for e in cache._entries.values())  # noqa: E731
+    wait_until(lambda: pins() == 8)  # one fetching, seven waiting on it
+    # other files come and go past the bound meanwhile: the one in flight is never evicted
+    for n in range(3):
+        with cache.file(f"plots/p/{n}.png", "e1", lambda p: p.write_bytes(b"y" * 50)):
+            pass
+    release.set()
+    for t in threads:
+        t.join()
+    assert calls == [1] and seen == [b"x" * 100] * 8
+    assert cache.bytes == 0  # all unpinned, past the bound: evicted
+
+
+def test_a_failed_download_lets_a_waiting_thread_fetch_it(tmp_path: Path) -> None:
+    cache = FileCache(tmp_path, 1000)
+    first, go = threading.Event(), threading.Event()
+    attempts: list[int] = []
+
+    def flaky(path: Path) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            first.set()
+            go.wait()
+            raise Unavailable("the store broke off")
+        path.write_bytes(b"ok")
+
+    errors: list[BaseException] = []
+    got: list[bytes] = []
+
+    def reader() -> None:
+        try:
+            with cache.file("k/f.bin", "e1", flaky) as path:
+                got.append(path.read_bytes())
+        except Unavailable as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    first.wait()
+    wait_until(lambda: sum(e.pins for e in cache._entries.values()) == 3)
+    go.set()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1 and got == [b"ok", b"ok"] and len(attempts) == 2
+
+
+HOLDER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from service.storage.cache import FileCache
+    cache = FileCache(Path(sys.argv[1]), 1000)
+    with cache.file("a/b.txt", "v1", lambda p: p.write_bytes(b"held")) as path:
+        print(path.parent.parent, flush=True)
+        sys.stdin.readline()  # lives (and holds its folder's lock) until told to end
+""")
+
+
+def test_cleanup_removes_only_folders_whose_lock_is_free(tmp_path: Path) -> None:
+    """Another live process's folder stays even when its pid is ours or dead here (a cache
+    volume shared by containers); folders left by ended processes go."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    live = Path(child.stdout.readline().decode().strip())
+    try:
+        # a folder named like another host's pid 1 whose process ended: its lock is free
+        dead = tmp_path / "pother-host-1-0123abcd"
+        dead.mkdir()
+        (dead / LOCK).touch()
+        (dead / "x").write_bytes(b"stale")
+        with FileCache(tmp_path, 1000).file("c/d.txt", "v1", lambda p: p.write_bytes(b"")):
+            pass
+        assert not dead.exists()
+        assert (live / LOCK).is_file() and list(live.rglob("b.txt"))  # still in use
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+    with FileCache(tmp_path, 1000).file("c/d.txt", "v1", lambda p: p.write_bytes(b"")):
+        pass
+    assert not live.exists()  # its process ended: now it goes
+
+
+def wait_until(predicate: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_store_failures_are_unavailable_and_missing_objects_not_found() -> None:
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, ReadTimeoutError, ResponseStreamingError
+    from urllib3.exceptions import ProtocolError
+
+    def client_error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": code}}, "GetObject")
+
+    failures: list[Exception] = [
+        client_error("AccessDenied"),
+        client_error("NoSuchBucket"),
+        client_error("SlowDown"),
+        S3UploadFailedError("Failed to upload: NoSuchBucket"),
+        ReadTimeoutError(endpoint_url="http://s3"),
+        ResponseStreamingError(error=ProtocolError("broken off")),
+        ProtocolError("broken off"),
+    ]
+    for failure in failures:
+        with pytest.raises(Unavailable), s3_errors("k"):
+            raise failure
+    for code in ("NoSuchKey", "404"):
+        with pytest.raises(FileNotFoundError), s3_errors("k"):
+            raise client_error(code)
+
+
+def test_a_missing_bucket_answers_503_not_500(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    settings = s3.settings(f"s3://{bucket}/kts", tmp_path)
+    upgrade_database(settings.resolved_database_url())
+    digits = load_builtin("digits")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        dataset = upload(client, digits.X[:50], digits.y[:50])
+        client.get(f"/v1/datasets/{dataset}/rows", params={"limit": 2})  # cached here now
+        objects = [{"Key": k} for k in s3.keys(bucket)]
+        s3.client().delete_objects(Bucket=bucket, Delete={"Objects": objects})
+        s3.client().delete_bucket(Bucket=bucket)
+        buf = io.BytesIO()
+        np.savez(buf, X=digits.X[:50], y=digits.y[:50])
+        answers = {
+            "read": client.get(f"/v1/datasets/{dataset}/rows", params={"limit": 2}),
+            "write": client.post("/v1/datasets", files={"file": ("d.npz", buf.getvalue())}),
+        }
+        for what, r in answers.items():
+            assert r.status_code == 503, (what, r.text)
+            assert r.json()["error"]["code"] == "unavailable", (what, r.text)
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/v1/datasets").status_code == 200  # the database still answers
 
 
 # --- API and worker on object storage --------------------------------------------------------

@@ -5,20 +5,24 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from redis import Redis
 from sqlalchemy import update
 
 from service.app import create_app
 from service.cli import build_parser, worker_command
-from service.db import upgrade_database
+from service.db import make_engine, make_session_factory, upgrade_database
 from service.queue import queue_for, worker_queues
 from service.rows import Job, Worker, utcnow
 from service.settings import Settings
-from tests.conftest import make_spec, sqlite_settings, submit
+from service.storage import LocalStore
+from tests.conftest import REDIS_URL, make_spec, sqlite_settings, submit
 from worker.context import WorkerContext
 from worker.jobs.lifecycle import run_job
 from worker.jobs.reconcile import reconcile
@@ -140,6 +144,42 @@ def test_the_reconciler_resends_a_job_to_its_own_queue(
         session.commit()
     assert reconcile(ctx)["requeued_queued"] == 1
     assert messages(settings) == {job_id: "kts.cpu.x2"}
+
+
+@pytest.mark.postgres
+def test_the_reconciler_sends_again_only_what_a_live_worker_consumes(
+    tmp_path: Path, pg_url: str
+) -> None:
+    queue = f"rc{uuid.uuid4().hex[:8]}"
+    settings = sqlite_settings(
+        tmp_path / "data", database_url=pg_url, broker_url=REDIS_URL, queue=queue
+    )
+    upgrade_database(pg_url)
+    ctx = WorkerContext(
+        settings,
+        make_session_factory(make_engine(pg_url)),
+        LocalStore(settings.resolved_artifact_dir()),
+    )
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        with TestClient(create_app(settings)) as client:
+            gpu = submit(client, make_spec(resources={"accelerator": "gpu"}))
+            cpu = submit(client, make_spec(resources={"accelerator": "cpu"}))
+        seen_worker(ctx, "cpu@h/1", [f"{queue}.cpu", queue])  # no GPU worker is live
+        for _ in range(2):
+            with ctx.session_factory() as session:
+                session.execute(
+                    update(Job)
+                    .where(Job.id.in_([gpu, cpu]))
+                    .values(enqueued_at=utcnow() - timedelta(hours=1))
+                )
+                session.commit()
+            assert reconcile(ctx)["requeued_queued"] == 1
+        assert redis.llen(f"{queue}.gpu") == 1  # the submit's message only: not one a round
+        assert redis.llen(f"{queue}.cpu") == 3
+    finally:
+        redis.delete(f"{queue}.gpu", f"{queue}.cpu")
+        redis.close()
 
 
 def test_batch_predictions_and_optimize_jobs_route_the_same_way(

@@ -243,3 +243,31 @@ def test_validate_answers_the_summary(client: TestClient) -> None:
     # 64 inputs: normalization 2*64+1, dense 64*32+32, BN 4*32, dense 32*10+10
     assert body["summary"]["total_params"] == 129 + 2080 + 128 + 330
     assert body["summary"]["non_trainable_params"] == 129 + 64
+
+
+def test_multi_device_jobs_need_a_row_per_device(client: TestClient) -> None:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()  # 20 rows: 0.1 leaves 2 validation rows, too few for 4 devices
+    np.savez(buf, X=np.random.rand(20, 4).astype("float32"), y=np.arange(20) % 2)
+    ds = client.post("/v1/datasets", files={"file": ("d.npz", buf.getvalue())}).json()["id"]
+    model = {"layers": [{"type": "dense", "units": 2, "activation": "softmax"}]}
+
+    def refused(validation_split: float, devices: int) -> dict[str, Any]:
+        body = make_spec(
+            dataset={"id": ds}, model=model, validation_split=validation_split,
+            batch_size=32, resources={"devices": devices},
+        )  # fmt: skip
+        r = client.post("/v1/jobs", json=body)
+        assert r.status_code == 422, r.text
+        return dict(r.json()["error"]["details"][0])
+
+    few_val = refused(0.1, 4)
+    assert few_val["loc"] == ["validation_split"]
+    assert "at least 4 validation rows" in few_val["msg"] and "= 2" in few_val["msg"]
+    few_train = refused(0.5, 16)
+    assert few_train["loc"] == ["resources", "devices"] and "10 training rows" in few_train["msg"]
+    ok = make_spec(dataset={"id": ds}, model=model, validation_split=0.2, resources={"devices": 4})
+    assert client.post("/v1/jobs/validate", json=ok).status_code == 200

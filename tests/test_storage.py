@@ -7,9 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from service.artifacts import ArtifactKeyInvalid
 from service.db import Base, make_engine, upgrade_database
-from service.storage import LocalStore
+from service.storage import ArtifactKeyInvalid, LocalStore
 
 
 def _diff(url: str) -> list[object]:
@@ -55,3 +54,14 @@ def test_artifact_keys_cannot_escape(tmp_path: Path) -> None:
     (tmp_path / "root" / "link").symlink_to(tmp_path / "outside")
     with pytest.raises(ArtifactKeyInvalid):
         store.path("link")
+
+
+def test_head_bytes_reads_only_the_start(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "root")
+    store.put_bytes("datasets/d/X.npy", b"0123456789")
+    assert store.head_bytes("datasets/d/X.npy", 4) == b"0123"
+    assert store.head_bytes("datasets/d/X.npy", 100) == b"0123456789"
+    with store.sized_reader("datasets/d/X.npy") as (body, size):
+        assert size == 10 and body.read() == b"0123456789"
+    with pytest.raises(FileNotFoundError):
+        store.head_bytes("datasets/d/gone.npy", 4)

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from inference.sampler import Predictor
 from inference.statistics import statistics
-from service.artifacts import ArtifactStore
 from service.datasets import arrays
 from service.rows import BatchPrediction, Dataset, TrainedModel
+from service.storage import ArtifactStore
 from worker.context import WorkerContext
 from worker.jobs.lifecycle import JobRun, runs
 

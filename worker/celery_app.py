@@ -7,6 +7,8 @@ running jobs to checkpoint and hand themselves back.
 """
 
 import logging
+import os
+import signal
 import threading
 from typing import Any
 
@@ -41,16 +43,36 @@ def _logging(loglevel: int | str | None = None, **_kwargs: object) -> None:
 def _remember_node(sender: Any = None, **_kwargs: object) -> None:
     # before the pool forks: its children inherit the node name for their announcement
     _node["name"] = str(sender or "")
+    if threading.current_thread() is threading.main_thread():  # (a worker started by `celery`)
+        signal.signal(STOP_FAILED, _stop_failed)
+
+
+STOP_FAILED = signal.SIGUSR2  # a prefork child asks its parent to stop (free in Celery)
+_MAIN_PID = os.getpid()  # (prefork children inherit it)
+
+
+def _stop_failed(*_args: object) -> None:
+    """Stop this worker before its first job, exit status 1 (Celery's cold shutdown would
+    exit 0)."""
+    from celery.platforms import EX_FAILURE
+    from celery.worker import state
+
+    state.should_stop = EX_FAILURE
 
 
 @worker_process_init.connect
 def _init_process(**_kwargs: object) -> None:
     from inference.runtime import init_keras
     from worker.jobs.lease import hand_back_on_sigterm, worker_id
-    from worker.presence import announce_soon
+    from worker.presence import announce_soon, gpu_missing
 
     hand_back_on_sigterm()
     init_keras()
+    if gpu_missing():
+        if os.getpid() == _MAIN_PID:  # the solo pool: stop before consuming
+            raise SystemExit(1)
+        os.kill(_MAIN_PID, STOP_FAILED)
+        os._exit(1)  # before its first job; the stopping parent waits for its children
     announce_soon(worker_id(_node.get("name") or None))
 
 
@@ -83,8 +105,10 @@ def _start_reconciler(sender: Any = None, **_kwargs: object) -> None:
         # solo and threads pools run jobs in this process (prefork children announce
         # themselves); importing the backend here is then safe
         from worker.jobs.lease import worker_id
-        from worker.presence import announce_soon
+        from worker.presence import announce_soon, gpu_missing
 
+        if gpu_missing():  # (the threads pool; solo stopped at worker_process_init)
+            raise SystemExit(1)
         announce_soon(worker_id(_node["name"] or None))
     threading.Thread(
         target=_reconcile_forever, args=(_stop_reconciler,), daemon=True, name="kts-reconciler"

@@ -6,10 +6,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.artifacts import ArtifactStore
 from service.db import make_engine, make_session_factory
 from service.settings import Settings, get_settings
-from service.storage import open_store
+from service.storage import ArtifactStore, open_store
 
 
 @dataclass

@@ -5,6 +5,7 @@ as seen."""
 
 import logging
 import threading
+from collections.abc import Iterable
 
 from sqlalchemy import select, update
 
@@ -36,6 +37,34 @@ def consumed_queues() -> list[str]:
 
     queues = app.amqp.queues
     return sorted(queues.consume_from or queues)
+
+
+def takes_gpu_jobs(queues: Iterable[str], base: str) -> bool:
+    """Whether these queues carry gpu jobs (service/queue.py: {base}.gpu and .gpu.xN)."""
+    gpu = f"{base}.gpu"
+    return any(q == gpu or q.startswith(f"{gpu}.x") for q in queues)
+
+
+def gpu_missing() -> bool:
+    """True, after logging why, when this worker consumes GPU queues (--accelerator gpu) but
+    its backend sees no GPU (e.g. JAX without its CUDA plugin falls back to CPU): it must
+    not take GPU jobs (worker/celery_app.py then stops it, exit status 1)."""
+    from inference.runtime import devices, init_keras
+    from service.settings import get_settings
+
+    queues = consumed_queues()
+    if not takes_gpu_jobs(queues, get_settings().queue):
+        return False
+    seen = devices()
+    if accelerator_of(seen) == "gpu":
+        return False
+    log.error(
+        "this worker consumes GPU queues (%s) but its %s backend sees no GPU (devices: %s): "
+        "stopping. Install JAX's CUDA plugin (pip install 'keras-training-service[gpu]') "
+        "or start it with --accelerator cpu.",
+        ",".join(queues), init_keras(), ", ".join(seen),
+    )  # fmt: skip
+    return True
 
 
 def announce(ctx: WorkerContext, owner: str) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from service.artifacts import disk_full_as_storage_full
 from service.datasets.arrays import Arrays
 from service.errors import ErrorDetail, SpecInvalid
+from service.storage import disk_full_as_storage_full
 
 CHUNK_VALUES = 1024 * 1024  # values per chunk of rows when converting or checking X (4 MB)
 

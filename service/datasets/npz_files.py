@@ -12,10 +12,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from service.artifacts import is_disk_full
 from service.datasets.arrays import npy_header
 from service.datasets.checks import Limits, invalid
 from service.errors import PayloadTooLarge
+from service.storage import is_disk_full
 
 CHUNK_BYTES = 1024 * 1024
 

@@ -4,11 +4,11 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.artifacts import ArtifactStore
 from service.datasets.arrays import Arrays
 from service.datasets.schemas import DatasetRow, DatasetRows
 from service.errors import Conflict, NotFound
 from service.rows import BatchPrediction, Dataset, Job
+from service.storage import ArtifactStore
 from service.tenancy import owned
 
 

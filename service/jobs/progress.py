@@ -8,6 +8,11 @@ subscriber reconnected), when the job ends (the `done` event carries the whole j
 minute as a safety net; never per tick. With the embedded broker (no Redis), or
 KTS_PROGRESS_PUSH=false, streams read the database every 0.25 s as before.
 
+The subscriber lets redis-py retry nothing, so no reconnect goes unseen: a connection that
+breaks, or stays silent for SILENT_SECONDS while it is pinged every PING_SECONDS (a half-open
+TCP connection), reaches its loop, which tells every stream to read the database, reconnects
+with backoff and tells them again once subscribed.
+
 Publishing is best effort: the database stays the record, and a lost message only delays a
 stream until its next gap check.
 """
@@ -16,23 +21,23 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from service.queue_redis import is_redis, redis_client
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-RESYNC: dict[str, Any] = {"type": "resync"}  # to every stream after the subscriber reconnects
-_clients: dict[str, Any] = {}
-_lock = threading.Lock()
+RESYNC: dict[str, Any] = {"type": "resync"}  # to every stream when messages may have been lost
+PING_SECONDS = 10.0  # an idle subscription asks Redis for a pong this often
+SILENT_SECONDS = 30.0  # nothing heard for this long, pongs included: the connection is dead
+RECONNECT_SECONDS = (0.5, 10.0)  # the first wait before reconnecting, doubled up to the second
 
 
 def push_enabled(settings: Settings) -> bool:
-    return settings.progress_push and settings.resolved_broker_url().startswith(
-        ("redis://", "rediss://")
-    )
+    return settings.progress_push and is_redis(settings.resolved_broker_url())
 
 
 def channel(settings: Settings) -> str:
@@ -42,23 +47,14 @@ def channel(settings: Settings) -> str:
 # --- publishing (workers, and the API for a cancelled queued job) ------------------------------
 
 
-def _client(url: str) -> Any:
-    import redis
-
-    with _lock:
-        if url not in _clients:
-            # short timeouts: a Redis outage must not hold up training for long each epoch
-            _clients[url] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=0.5)
-        return _clients[url]
-
-
 def publish(settings: Settings, message: dict[str, Any]) -> None:
     """Send one message to the streams of every API process; never raises."""
     if not push_enabled(settings):
         return
     try:
         data = json.dumps(message, default=str)
-        _client(settings.resolved_broker_url()).publish(channel(settings), data)
+        # one retry, short timeouts (queue_redis.redis_client): an outage costs an epoch seconds
+        redis_client(settings.resolved_broker_url()).publish(channel(settings), data)
     except Exception:  # the database has it; streams catch up at their next read
         log.warning("could not publish progress of job %s", message.get("job_id"), exc_info=True)
 
@@ -116,27 +112,69 @@ class ProgressHub:
             if not followers:
                 self.streams.pop(job_id, None)
 
-    async def _listen(self) -> None:
-        import redis.asyncio as aioredis
+    async def close(self) -> None:
+        """Stop the subscriber and close its connection (at app shutdown)."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
+    async def _listen(self) -> None:
+        delay = RECONNECT_SECONDS[0]
         while True:
-            client = aioredis.Redis.from_url(self.settings.resolved_broker_url())
             try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(channel(self.settings))
-                    self.ready.set()
-                    self._to_all(RESYNC)  # messages may have been missed while away
-                    async for raw in pubsub.listen():
-                        if raw.get("type") == "message":
-                            self._dispatch(raw["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("progress subscriber lost Redis; reconnecting", exc_info=True)
-                self.ready.clear()
-                await asyncio.sleep(1.0)
-            finally:
-                await client.aclose()
+                await self._subscribe()
+            except Exception as e:  # not CancelledError: shutdown ends the loop
+                log.warning("progress subscriber lost Redis (%r); reconnecting", e)
+            if self.ready.is_set():  # it was subscribed: a fresh outage
+                delay = RECONNECT_SECONDS[0]
+            self.ready.clear()
+            self._to_all(RESYNC)  # streams read the database now, not at their safety read
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RECONNECT_SECONDS[1])
+
+    async def _subscribe(self) -> None:
+        """Follow the channel on one connection until it fails (it always raises)."""
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        client = aioredis.Redis.from_url(
+            self.settings.resolved_broker_url(),
+            retry=Retry(NoBackoff(), 0),  # a silent reconnect would lose messages unnoticed
+            socket_connect_timeout=5,
+            socket_timeout=PING_SECONDS,
+            socket_keepalive=True,
+            client_name=subscriber_name(self.settings),
+        )
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(channel(self.settings))
+                await self._pump(pubsub)
+        finally:
+            await client.aclose()
+
+    async def _pump(self, pubsub: Any) -> None:
+        """Hand each message to its streams; raise when Redis stops answering."""
+        loop = asyncio.get_running_loop()
+        heard = pinged = loop.time()
+        while True:
+            raw = await pubsub.get_message(timeout=PING_SECONDS)
+            now = loop.time()
+            if raw is not None:
+                heard = now
+                self._handle(raw)
+            elif now - heard >= SILENT_SECONDS:
+                raise ConnectionError(f"no answer from Redis in {SILENT_SECONDS:.0f} s")
+            if now - max(heard, pinged) >= PING_SECONDS:
+                await pubsub.ping()  # its pong comes back through get_message
+                pinged = now
+
+    def _handle(self, raw: dict[str, Any]) -> None:
+        if raw.get("type") == "message":
+            self._dispatch(raw["data"])
+        elif raw.get("type") == "subscribe":  # subscribed: streams read what they may have missed
+            self.ready.set()
+            self._to_all(RESYNC)
 
     def _dispatch(self, data: bytes) -> None:
         try:
@@ -159,6 +197,19 @@ def _put(queue: "asyncio.Queue[dict[str, Any]]", message: dict[str, Any]) -> Non
         with contextlib.suppress(asyncio.QueueEmpty):
             queue.get_nowait()
         queue.put_nowait(RESYNC)
+
+
+def subscriber_name(settings: Settings) -> str:
+    """The subscriber connection's name in Redis's CLIENT LIST."""
+    return f"{channel(settings)}:{os.getpid()}"
+
+
+async def close_hub(state: Any) -> None:
+    """Stop the app's hub, if it has one on this event loop (the app's shutdown)."""
+    hub: ProgressHub | None = getattr(state, "progress_hub", None)
+    if hub is not None and hub.loop is asyncio.get_running_loop():
+        await hub.close()
+        state.progress_hub = None
 
 
 def hub_of(state: Any) -> ProgressHub | None:

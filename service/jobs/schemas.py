@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from service.plots.catalog import job_plots
 from service.rows import Job
-from service.spec.resources import DEFAULT_RESOURCES
+from service.spec.resources import DEFAULT_RESOURCES, Resources
 from service.spec.versions import upgrade
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class JobRead(BaseModel):
     @classmethod
     def of(cls, row: Job, placement: "Placement | None" = None) -> "JobRead":
         """The job as the API shows it; with `placement`, a queued job says what it waits for."""
-        resources = {**DEFAULT_RESOURCES.model_dump(), **(row.spec or {}).get("resources", {})}
+        resources = Resources.of((row.spec or {}).get("resources")).model_dump()
         waiting = placement.waiting_for(resources) if placement and row.status == "queued" else None
         return cls(
             id=row.id,

@@ -7,7 +7,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.artifacts import ArtifactStore
 from service.datasets.arrays import describe, load_builtin
 from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
 from service.rows import Dataset, Job, TrainedModel, utcnow
@@ -15,6 +14,7 @@ from service.settings import Settings
 from service.spec import SPEC_VERSION, TrainingSpec
 from service.spec.plan import DatasetMeta, ModelPlan, plan_model
 from service.spec.training import BuiltinDataset
+from service.storage import ArtifactStore
 from service.tenancy import owned
 from service.workers.placement import check_resources
 
@@ -67,7 +67,7 @@ def plan_spec(
     session: Session, spec: TrainingSpec, settings: Settings, tenant: str | None = None
 ) -> tuple[ModelPlan, DatasetMeta]:
     meta, _ = dataset_meta(session, spec, tenant)
-    check_resources(session, settings, spec.resources, spec.batch_size)
+    check_resources(session, settings, spec.resources)
     base = base_model_row(session, spec, meta, tenant)
     return plan_within_limits(spec, meta, settings, base.summary["layers"] if base else None), meta
 

@@ -6,10 +6,8 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 
-from service.artifacts import ArtifactStore
 from service.errors import NotFound
-
-CHUNK = 1 << 20
+from service.storage import CHUNK, ArtifactStore
 
 
 def event_files(store: ArtifactStore, job_id: str) -> list[str]:

@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
 from prometheus_client.core import (
@@ -26,8 +25,10 @@ from sqlalchemy.orm import Session
 
 from service.jobs.kinds import JOB_KINDS
 from service.jobs.service import TERMINAL
-from service.rows import Job, Worker, utcnow
+from service.queue_redis import is_redis, redis_client
+from service.rows import Job, Worker
 from service.settings import Settings
+from service.workers.placement import Placement, live_since
 
 log = logging.getLogger(__name__)
 
@@ -108,27 +109,22 @@ def epoch_figures(session: Session) -> list[Metric]:
 
 def live_workers(session: Session, settings: Settings) -> GaugeMetricFamily:
     """Worker processes seen within the window GET /v1/workers uses."""
-    since = utcnow() - timedelta(seconds=3 * settings.reconcile_seconds + settings.lease_seconds)
+    since = live_since(settings)
     n = session.scalar(select(func.count()).select_from(Worker).where(Worker.last_seen >= since))
     return GaugeMetricFamily("kts_workers", "Live worker processes.", value=n or 0)
 
 
-def redis_depth(url: str, queue: str) -> int:
-    """Messages waiting in the Celery queue: LLEN of its key (and its priority keys)."""
-    import redis  # kombu's Redis transport brings it; only a Redis broker needs it
-
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        with client.pipeline() as pipe:
+def redis_depths(url: str, queues: Iterable[str]) -> dict[str, int]:
+    """Messages waiting in each Celery queue: LLEN of its key and its priority keys, all in
+    one pipeline."""
+    names = sorted(queues)
+    with redis_client(url).pipeline(transaction=False) as pipe:
+        for queue in names:
             for step in REDIS_PRIORITY_STEPS:
                 pipe.llen(queue if step == 0 else f"{queue}\x06\x16{step}")
-            return sum(int(n) for n in pipe.execute())
-    finally:
-        client.close()
-
-
-def is_redis(url: str) -> bool:
-    return url.startswith(("redis://", "rediss://"))
+        lengths = [int(n) for n in pipe.execute()]
+    steps = len(REDIS_PRIORITY_STEPS)
+    return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
 
 
 class JobCollector:
@@ -159,31 +155,37 @@ class JobCollector:
             labels=["source"],
         )
         queued: int | None = None
+        queues = {self.settings.queue}  # the base queue, and those live workers consume
         try:
             with self.session_factory() as session:
                 jobs = job_counts(session)
                 read = [jobs, job_durations(session), *epoch_figures(session)]
                 read.append(live_workers(session, self.settings))
+                live = Placement.read(session, self.settings).live_queues
             families += read  # all of them or none
+            queues |= live
             queued = sum(int(s.value) for s in jobs.samples if s.labels["status"] == "queued")
             up.add_metric(["database"], 1)
         except Exception:  # the other figures of the scrape still count
             log.exception("metrics: the database could not be read")
             up.add_metric(["database"], 0)
         families.append(up)
-        depth = self._queue_depth(up, queued)
+        depth = self._queue_depth(up, queued, queues)
         if depth is not None:
             families.append(depth)
         return families
 
-    def _queue_depth(self, up: GaugeMetricFamily, queued: int | None) -> Metric | None:
-        """Redis: the messages in the Celery queue's list. Other brokers (the embedded one
+    def _queue_depth(
+        self, up: GaugeMetricFamily, queued: int | None, queues: set[str]
+    ) -> Metric | None:
+        """Redis: the messages in each queue's list. Other brokers (the embedded one
         included): the jobs queued in the database, which every message stands for."""
         url, queue = self.settings.resolved_broker_url(), self.settings.queue
         depth = GaugeMetricFamily(
             "kts_queue_depth",
-            "Tasks waiting in the Celery queue (source: redis = LLEN of the queue's key, "
-            "database = jobs with status queued).",
+            "Tasks waiting in each Celery queue live workers consume, and the base queue "
+            "(source: redis = LLEN of the queue's keys, database = jobs with status queued, "
+            "all under the base queue).",
             labels=["queue", "source"],
         )
         if not is_redis(url):
@@ -192,7 +194,8 @@ class JobCollector:
             depth.add_metric([queue, "database"], queued)
             return depth
         try:
-            depth.add_metric([queue, "redis"], redis_depth(url, queue))
+            for name, n in redis_depths(url, queues).items():
+                depth.add_metric([name, "redis"], n)
             up.add_metric(["redis"], 1)
             return depth
         except Exception:

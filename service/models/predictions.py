@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from service.artifacts import disk_full_as_storage_full
 from service.datasets.arrays import npy_header
 from service.errors import ErrorDetail, SpecInvalid
 from service.metrics.instruments import predict_instruments
 from service.models.schemas import PredictOptions
 from service.rows import TrainedModel
+from service.storage import disk_full_as_storage_full
 
 _lock = threading.Lock()
 

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.artifacts import ArtifactStore
 from service.errors import Conflict, ErrorDetail, NotFound, SpecInvalid
 from service.jobs.service import TERMINAL
 from service.rows import BatchPrediction, Job, ModelAlias, TrainedModel, utcnow
+from service.storage import ArtifactStore
 
 ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 RESERVED = ("latest",)

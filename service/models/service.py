@@ -4,7 +4,6 @@ that /predict and batch predictions share."""
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.artifacts import ArtifactStore
 from service.errors import ErrorDetail, NotFound, SpecInvalid
 from service.jobs.service import new_job
 from service.models import registry
@@ -12,6 +11,7 @@ from service.models.compression import CompressionRequest, fold_plan, keras_laye
 from service.models.schemas import PredictOptions
 from service.rows import Job, TrainedModel
 from service.settings import Settings
+from service.storage import ArtifactStore
 
 
 def get_model(session: Session, ref: str, tenant: str | None = None) -> TrainedModel:

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.artifacts import ArtifactStore
 from service.batch_predictions.service import get as get_batch
 from service.errors import ApiError, ErrorDetail, NotFound
 from service.jobs.schemas import upgraded
@@ -33,6 +32,7 @@ from service.plots.catalog import (
     model_plots,
 )
 from service.rows import BatchPrediction, Job, JobDiagnostics
+from service.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 RENDER_VERSION = 1  # part of every cache key: bump it when a drawing changes

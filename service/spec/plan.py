@@ -354,6 +354,7 @@ def _check_training(spec: TrainingSpec, meta: DatasetMeta, metrics: list[str]) -
         )
     if meta.n_samples - n_val < 1:
         raise _invalid(("validation_split",), "Expected training rows to remain.")
+    _check_devices(spec, meta.n_samples, n_val)
     if spec.early_stopping is not None:
         monitor = spec.early_stopping.monitor
         base = monitor.removeprefix("val_")
@@ -362,3 +363,32 @@ def _check_training(spec: TrainingSpec, meta: DatasetMeta, metrics: list[str]) -
                 ("early_stopping", "monitor"),
                 "Expected loss, a metric of the spec, or their val_ form. Received: " + monitor,
             )
+
+
+def _check_devices(spec: TrainingSpec, n_rows: int, n_val: int) -> None:
+    """A job on several devices splits every batch, and the rows, evenly across them
+    (worker/training/devices.py drops at most devices - 1 rows of each split)."""
+    devices = spec.resources.devices
+    if devices == 1:
+        return
+    if spec.batch_size % devices:
+        raise _invalid(
+            ("batch_size",),
+            f"Expected a batch_size divisible by resources.devices ({devices}): batch_size is "
+            f"the global batch, split evenly across the devices. "
+            f"Received: batch_size={spec.batch_size}",
+        )
+    n_train = n_rows - n_val
+    if n_train < devices:
+        raise _invalid(
+            ("resources", "devices"),
+            f"Expected at least {devices} training rows, one per device. Received: "
+            f"{n_train} training rows of {n_rows} for devices={devices}",
+        )
+    if spec.validation_split > 0 and n_val < devices:
+        raise _invalid(
+            ("validation_split",),
+            f"Expected at least {devices} validation rows, one per device "
+            f"(resources.devices={devices}). Received: {n_rows} rows x "
+            f"{spec.validation_split} = {n_val} validation rows",
+        )

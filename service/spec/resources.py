@@ -4,7 +4,8 @@ Jobs are routed by it (service/queue.py: one queue per accelerator and device co
 job only ever reaches a worker that can run it.
 """
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -29,6 +30,12 @@ class Resources(Strict):
         description="Devices of one worker the job trains on, data parallel (JAX backend): "
         "each batch_size batch (the global batch; divisible by devices) is split across them.",
     )
+
+    @classmethod
+    def of(cls, stored: Mapping[str, Any] | None) -> "Resources":
+        """The resources of a stored spec (its "resources" dict), defaults filled in; specs
+        from before resources existed ask for the defaults."""
+        return cls.model_validate(stored or {})
 
 
 class OneDeviceResources(Resources):

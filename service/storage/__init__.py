@@ -1,7 +1,15 @@
-"""Where artifacts live: a local folder (the embedded default) or S3-compatible object storage."""
+"""Where artifacts live: a local folder (the embedded default) or S3-compatible object storage.
+The interface every store implements is in `base.py`."""
 
-from service.artifacts import ArtifactStore
 from service.settings import Settings
+from service.storage.base import (
+    CHUNK,
+    ArtifactKeyInvalid,
+    ArtifactStore,
+    check_key,
+    disk_full_as_storage_full,
+    is_disk_full,
+)
 from service.storage.local import LocalStore
 
 
@@ -14,4 +22,13 @@ def open_store(settings: Settings) -> ArtifactStore:
     return S3Store.from_settings(settings)
 
 
-__all__ = ["LocalStore", "open_store"]
+__all__ = [
+    "CHUNK",
+    "ArtifactKeyInvalid",
+    "ArtifactStore",
+    "LocalStore",
+    "check_key",
+    "disk_full_as_storage_full",
+    "is_disk_full",
+    "open_store",
+]

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from service.artifacts import (
+from service.storage.base import (
+    CHUNK,
     ArtifactKeyInvalid,
     ArtifactStore,
     check_key,
@@ -54,7 +55,7 @@ class LocalStore(ArtifactStore):
 
     def put_file(self, key: str, source: Path) -> None:
         with self.writer(key) as fh, open(source, "rb") as src:
-            shutil.copyfileobj(src, fh, 1024 * 1024)
+            shutil.copyfileobj(src, fh, CHUNK)
 
     @contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
@@ -65,6 +66,11 @@ class LocalStore(ArtifactStore):
         with open(self.path(key), "rb") as fh:
             yield fh
 
+    @contextmanager
+    def sized_reader(self, key: str) -> Iterator[tuple[BinaryIO, int]]:
+        with open(self.path(key), "rb") as fh:
+            yield fh, os.fstat(fh.fileno()).st_size
+
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
@@ -73,6 +79,10 @@ class LocalStore(ArtifactStore):
 
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
+
+    def head_bytes(self, key: str, n: int) -> bytes:
+        with open(self.path(key), "rb") as fh:
+            return fh.read(n)
 
     def list(self, prefix: str) -> list[str]:
         folder = self.path(prefix)

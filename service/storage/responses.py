@@ -1,13 +1,14 @@
 """Artifacts as HTTP downloads: a local file is sent as it is, an object is streamed through."""
 
 from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import BinaryIO
 
 from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
-from service.artifacts import ArtifactStore
+from service.storage.base import CHUNK, ArtifactStore
 from service.storage.local import LocalStore
-
-CHUNK = 1024 * 1024
 
 
 def download(store: ArtifactStore, key: str, media_type: str, filename: str) -> Response:
@@ -16,18 +17,24 @@ def download(store: ArtifactStore, key: str, media_type: str, filename: str) -> 
         return FileResponse(store.path(key), media_type=media_type, filename=filename)
     # streamed rather than a presigned redirect: the API's keys stay the only access control,
     # and clients need no route to the bucket
-    size = store.size(key)  # a missing object fails before the response starts
+    held = ExitStack()
+    # one GET, issued now: a missing object fails before the response starts, and the length
+    # sent is that of the bytes streamed even when the object is replaced meanwhile
+    body, size = held.enter_context(store.sized_reader(key))
     return StreamingResponse(
-        _chunks(store, key),
+        _chunks(body, held),
         media_type=media_type,
         headers={
             "Content-Length": str(size),
             "Content-Disposition": f'attachment; filename="{filename}"',
         },
+        background=BackgroundTask(held.close),  # when the stream ends
     )
 
 
-def _chunks(store: ArtifactStore, key: str) -> Iterator[bytes]:
-    with store.reader(key) as body:
+def _chunks(body: BinaryIO, held: ExitStack) -> Iterator[bytes]:
+    try:
         while chunk := body.read(CHUNK):
             yield chunk
+    finally:  # also when the client goes away (the generator is closed then)
+        held.close()

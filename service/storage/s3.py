@@ -6,6 +6,7 @@ downloaded into a bounded per-process cache (`FileCache`), checked against the o
 """
 
 import errno
+import logging
 import os
 import shutil
 import tempfile
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from service.artifacts import ArtifactStore, check_key, disk_full_as_storage_full
 from service.errors import Unavailable
 from service.settings import Settings
+from service.storage.base import CHUNK, ArtifactStore, check_key, disk_full_as_storage_full
 from service.storage.cache import FileCache
 
-CHUNK = 1024 * 1024
+MISSING = ("404", "NoSuchKey", "NotFound")
+
+log = logging.getLogger(__name__)
 
 
 class _Replaced(Exception):
@@ -38,18 +41,25 @@ def parse_url(url: str) -> tuple[str, str]:
 
 @contextmanager
 def s3_errors(name: str = "") -> Iterator[None]:
-    """A missing object as FileNotFoundError; an unreachable store as Unavailable (503)."""
+    """A missing object as FileNotFoundError; any other failure of the store (it does not
+    answer, refuses, has no such bucket, breaks off a body) as Unavailable (503)."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
+    from urllib3.exceptions import HTTPError
 
     try:
         yield
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in MISSING:
             raise FileNotFoundError(errno.ENOENT, "No such object", name) from exc
-        raise
-    except BotoCoreError as exc:
+        raise Unavailable(f"The artifact storage refused: {error_code(exc)}.") from exc
+    except (BotoCoreError, S3UploadFailedError, HTTPError) as exc:
         raise Unavailable(f"The artifact storage does not answer: {type(exc).__name__}.") from exc
+
+
+def error_code(exc: Any) -> str:
+    """The S3 error code of a botocore ClientError ("NoSuchKey", "404", "AccessDenied")."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def connect(settings: Settings) -> Any:
@@ -154,27 +164,37 @@ class S3Store(ArtifactStore):
     def _download(self, name: str, etag: str, path: Path) -> None:
         from botocore.exceptions import ClientError
 
-        try:  # IfMatch: never cache new bytes under the old ETag
-            with s3_errors(name):
-                body = self.client.get_object(Bucket=self.bucket, Key=name, IfMatch=etag)["Body"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("412", "PreconditionFailed"):
-                raise _Replaced from exc
-            raise
-        with body, open(path, "wb") as fh:
-            shutil.copyfileobj(body, fh, CHUNK)
+        with s3_errors(name):  # the body's read too: a stream can break off midway
+            try:  # IfMatch: never cache new bytes under the old ETag
+                got = self.client.get_object(Bucket=self.bucket, Key=name, IfMatch=etag)
+            except ClientError as exc:
+                if error_code(exc) in ("412", "PreconditionFailed"):
+                    raise _Replaced from exc
+                raise
+            with got["Body"] as body, open(path, "wb") as fh:
+                shutil.copyfileobj(body, fh, CHUNK)
 
     @contextmanager
     def reader(self, key: str) -> Iterator[BinaryIO]:
-        name = self.name(key)
-        with s3_errors(name):
-            body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
-        with body:
+        with self.sized_reader(key) as (body, _):
             yield body
 
+    @contextmanager
+    def sized_reader(self, key: str, **extra: Any) -> Iterator[tuple[BinaryIO, int]]:
+        name = self.name(key)
+        with s3_errors(name):  # reads in the block too: a body can break off midway
+            got = self.client.get_object(Bucket=self.bucket, Key=name, **extra)
+            with got["Body"] as body:
+                yield body, int(got["ContentLength"])
+
     def _head(self, name: str) -> dict[str, Any]:
-        with s3_errors(name):
-            return dict(self.client.head_object(Bucket=self.bucket, Key=name))
+        try:
+            with s3_errors(name):
+                return dict(self.client.head_object(Bucket=self.bucket, Key=name))
+        except FileNotFoundError:  # a HEAD's 404 has no body: it may be the bucket missing
+            if not self._bucket_answers():
+                raise Unavailable(f"The artifact storage has no bucket {self.bucket}.") from None
+            raise
 
     def exists(self, key: str) -> bool:
         try:
@@ -189,6 +209,12 @@ class S3Store(ArtifactStore):
     def read_bytes(self, key: str) -> bytes:
         with self.reader(key) as body:
             return body.read()
+
+    def head_bytes(self, key: str, n: int) -> bytes:
+        if n <= 0:
+            return b""
+        with self.sized_reader(key, Range=f"bytes=0-{n - 1}") as (body, _):
+            return body.read()  # S3 sends the whole (shorter) object past its end
 
     def _names(self, prefix: str) -> Iterator[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -210,11 +236,22 @@ class S3Store(ArtifactStore):
         for start in range(0, len(names), 1000):  # the most one request may delete
             batch = [{"Key": n} for n in names[start : start + 1000]]
             with s3_errors():
-                self.client.delete_objects(
+                answer = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+            if failed := answer.get("Errors"):  # Quiet: only the failures are listed
+                first = failed[0]
+                log.warning("%d objects under %s were not deleted: %s", len(failed), prefix, failed)
+                raise Unavailable(
+                    f"The artifact storage did not delete {len(failed)} objects under {prefix} "
+                    f"({first.get('Key')}: {first.get('Code')}): retry."
                 )
 
     def is_writable(self) -> bool:
+        return self._bucket_answers()
+
+    def _bucket_answers(self) -> bool:
+        """The bucket exists and the store answers for it (the readiness check)."""
         try:
             with s3_errors():
                 self.client.head_bucket(Bucket=self.bucket)

@@ -53,8 +53,8 @@ class Placement:
 
 def needs(resources: Mapping[str, Any] | None) -> str:
     """The worker a job needs, in words: "a gpu worker with at least 4 devices"."""
-    resources = resources or {}
-    accelerator, devices = resources.get("accelerator") or "any", resources.get("devices") or 1
+    asked = Resources.of(resources)
+    accelerator, devices = asked.accelerator, asked.devices
     who = "a worker" if accelerator == "any" else f"a {accelerator} worker"
     return who if devices == 1 else f"{who} with at least {devices} devices"
 
@@ -72,24 +72,11 @@ def most_devices_seen(session: Session, settings: Settings, accelerator: str) ->
     return most
 
 
-def check_resources(
-    session: Session, settings: Settings, resources: Resources, batch_size: int
-) -> None:
-    """422 for a batch that does not split evenly, or more devices than any worker has."""
+def check_resources(session: Session, settings: Settings, resources: Resources) -> None:
+    """422 for more devices than any worker seen has."""
     devices = resources.devices
     if devices == 1:
         return  # every worker has one device: nothing to read
-    if batch_size % devices:
-        raise SpecInvalid(
-            [
-                ErrorDetail(
-                    ("batch_size",),
-                    f"Expected a batch_size divisible by resources.devices ({devices}): "
-                    f"batch_size is the global batch, split evenly across the devices. "
-                    f"Received: batch_size={batch_size}",
-                )
-            ]
-        )
     most = most_devices_seen(session, settings, resources.accelerator)
     if most is not None and devices > most:
         kind = "" if resources.accelerator == "any" else f"{resources.accelerator} "

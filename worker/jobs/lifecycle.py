@@ -17,12 +17,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service.artifacts import disk_full_as_storage_full
 from service.errors import ApiError
 from service.logs.context import bind, log_scope
 from service.models.registry import next_version
 from service.registry import register_in
 from service.rows import TrainedModel, new_id
+from service.storage import disk_full_as_storage_full
 from worker.context import WorkerContext
 from worker.jobs.joblog import JobLog
 from worker.jobs.lease import Claim, StopSignal, Watcher, claim, finish, release, worker_id

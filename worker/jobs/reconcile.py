@@ -1,13 +1,18 @@
 """The queue follows the database, which is the source of truth: jobs whose worker died or
 whose message was lost are enqueued again; nothing else ever re-sends a job."""
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session
 
 from service.jobs.service import TERMINAL
-from service.rows import Job, utcnow
+from service.queue import queue_for
+from service.rows import Job, Worker, utcnow
+from service.settings import Settings
+from service.workers.placement import Placement
 from worker.context import WorkerContext
 from worker.jobs.joblog import JobLog
 from worker.jobs.lease import fail_worker_lost
@@ -23,18 +28,7 @@ def requeue(ctx: WorkerContext, job_id: str, kind: str = "train", resources: Any
     return enqueue(ctx.celery, ctx.settings, kind, job_id, resources)
 
 
-def queue_length(ctx: WorkerContext) -> int | None:
-    """Messages waiting in the job queue, or None when the broker cannot say."""
-    from service.queue import make_celery
-
-    if ctx.celery is None:
-        ctx.celery = make_celery(ctx.settings)
-    try:
-        with ctx.celery.connection_for_read() as conn:
-            ok = conn.default_channel.queue_declare(ctx.settings.queue, passive=True)
-            return int(ok.message_count)
-    except Exception:
-        return None
+Resend = tuple[str, str, Any, bool]  # job id, kind, resources, whether its lease expired
 
 
 def reconcile(ctx: WorkerContext) -> dict[str, int]:
@@ -42,57 +36,86 @@ def reconcile(ctx: WorkerContext) -> dict[str, int]:
 
     Running jobs whose lease expired (their worker died) are enqueued again, or fail as
     worker_lost past max_attempts; queued jobs not started for requeue_after_seconds (their
-    message was lost, e.g. with a Redis restart) are enqueued again. Safe to run anywhere
-    and often: a duplicate message finds the job taken and is dropped.
+    message was lost, e.g. with a Redis restart) are enqueued again, when a live worker
+    consumes their queue. Safe to run anywhere and often: the rows are locked (PostgreSQL:
+    SKIP LOCKED), so concurrent rounds on several nodes do not both send a job, and a
+    duplicate message finds the job taken and is dropped.
     """
-    s = ctx.settings
-    now = utcnow()
+    s, now = ctx.settings, utcnow()
     counts = {"requeued_expired": 0, "requeued_queued": 0, "worker_lost": 0}
     with ctx.session_factory() as session:
-        expired = session.scalars(
-            select(Job).where(
-                Job.status == "running",
-                Job.lease_expires_at < now,
-                or_(
-                    Job.enqueued_at.is_(None),
-                    Job.enqueued_at < now - timedelta(seconds=s.lease_seconds),
-                ),
-            )
-        ).all()
-        stale = session.scalars(
-            select(Job).where(
-                Job.status == "queued",
-                or_(
-                    Job.enqueued_at.is_(None),
-                    Job.enqueued_at < now - timedelta(seconds=s.requeue_after_seconds),
-                ),
-            )
-        ).all()
-        todo, lost, expired_ids = [], [], set()
+        expired = session.scalars(_expired(s, now)).all()
+        stale = session.scalars(_stale(s, now)).all()
+        taken = _consumed(session, s)
+        todo: list[Resend] = []
+        lost: list[tuple[str, int]] = []
         for job in expired:
             if job.attempts >= s.max_attempts:
                 fail_worker_lost(session, job.id, job.attempts)
                 counts["worker_lost"] += 1
                 lost.append((job.id, job.attempts))
-            else:
-                job.enqueued_at = now
-                todo.append((job.id, job.kind, job.spec.get("resources")))
-                expired_ids.add(job.id)
+            elif taken(job):
+                todo.append(_resend(job, now))
                 counts["requeued_expired"] += 1
-        for job in stale:
-            job.enqueued_at = now
-            todo.append((job.id, job.kind, job.spec.get("resources")))
+        for job in filter(taken, stale):
+            todo.append(_resend(job, now))
             counts["requeued_queued"] += 1
         session.commit()
     for job_id, attempts in lost:  # in the jobs' own logs, after the commit (SQLite: one writer)
         JobLog(ctx, job_id).failure("worker_lost", f"its worker was lost {attempts} times")
-    for job_id, kind, resources in todo:  # after the commit, as every enqueue
-        if job_id in expired_ids:
+    for job_id, kind, resources, expired_lease in todo:  # after the commit, as every enqueue
+        if expired_lease:
             JobLog(ctx, job_id).warning(
                 "lease_expired", "its worker stopped renewing the lease: queued again"
             )
         requeue(ctx, job_id, kind, resources)
     return counts
+
+
+def _expired(s: Settings, now: datetime) -> Select[Job]:
+    """Running jobs whose lease expired and that were not re-sent within a lease."""
+    return (
+        select(Job)
+        .where(
+            Job.status == "running",
+            Job.lease_expires_at < now,
+            or_(
+                Job.enqueued_at.is_(None),
+                Job.enqueued_at < now - timedelta(seconds=s.lease_seconds),
+            ),
+        )
+        .with_for_update(skip_locked=True)  # (SQLite, one writer, has no such clause)
+    )
+
+
+def _stale(s: Settings, now: datetime) -> Select[Job]:
+    """Queued jobs not started (nor re-sent) for requeue_after_seconds."""
+    return (
+        select(Job)
+        .where(
+            Job.status == "queued",
+            or_(
+                Job.enqueued_at.is_(None),
+                Job.enqueued_at < now - timedelta(seconds=s.requeue_after_seconds),
+            ),
+        )
+        .with_for_update(skip_locked=True)
+    )
+
+
+def _consumed(session: Session, s: Settings) -> Callable[[Job], bool]:
+    """Whether a live worker consumes a job's queue. A job no live worker takes (kts.gpu
+    with no GPU worker) is not sent again: each round would add a message to a list nobody
+    pops. With no worker ever announced (an embedded first start), every job is sent."""
+    if session.scalar(select(Worker.node).limit(1)) is None:
+        return lambda _job: True
+    live = Placement.read(session, s).live_queues
+    return lambda job: queue_for(s, job.spec.get("resources")) in live
+
+
+def _resend(job: Job, now: datetime) -> Resend:
+    job.enqueued_at = now
+    return job.id, job.kind, job.spec.get("resources"), job.status == "running"
 
 
 RETENTION_BATCH = 500  # jobs pruned per reconciler round, so a round stays short

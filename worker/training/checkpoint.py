@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from service.artifacts import ArtifactStore
+from service.storage import ArtifactStore
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

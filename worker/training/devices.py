@@ -6,8 +6,8 @@ splits each batch (the spec's batch_size, the global batch) evenly across them; 
 gradients are averaged by XLA, so training computes what one device would, up to the order
 of float sums (tests/test_devices.py: losses per epoch within 1e-5 relative).
 JAX refuses a batch that does not split evenly, so the spec's batch_size is a multiple of
-the devices (checked at submit) and `even_rows` drops at most devices - 1 training and
-validation rows, so that the last partial batch splits too.
+the devices (a spec rule, service/spec/plan.py) and `even_rows` drops at most devices - 1
+training and validation rows, so that the last partial batch splits too.
 """
 
 from collections.abc import Iterator, Mapping
@@ -17,15 +17,16 @@ from typing import Any
 import keras
 import numpy as np
 
+from service.spec.resources import Resources
 from worker.jobs.lifecycle import JobFailed
 
 
 def devices_asked(spec: Mapping[str, Any]) -> int:
     """The devices a stored training spec asks for (1 for specs from before resources)."""
-    return int((spec.get("resources") or {}).get("devices") or 1)
+    return Resources.of(spec.get("resources")).devices
 
 
-def distribution_for(devices: int, batch_size: int) -> Any:
+def distribution_for(devices: int) -> Any:
     """A DataParallel distribution over this worker's first `devices` devices (None for one),
     or JobFailed naming what this worker lacks."""
     if devices == 1:
@@ -44,19 +45,13 @@ def distribution_for(devices: int, batch_size: int) -> Any:
             f"Expected a worker with at least {devices} devices. Received: the worker that "
             f"took the job has {len(found)} ({', '.join(found)}).",
         )
-    if batch_size % devices:
-        raise JobFailed(
-            "devices_unavailable",
-            f"Expected a batch_size divisible by resources.devices ({devices}). "
-            f"Received: batch_size={batch_size}",
-        )
     return keras.distribution.DataParallel(devices=found[:devices])
 
 
 @contextmanager
-def distributed(devices: int, batch_size: int) -> Iterator[None]:
+def distributed(devices: int) -> Iterator[None]:
     """Build, resume, train and save the model inside this (nothing for one device)."""
-    distribution = distribution_for(devices, batch_size)
+    distribution = distribution_for(devices)
     if distribution is None:
         yield
         return

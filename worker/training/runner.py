@@ -72,7 +72,7 @@ class Prepared:
 def train(run: JobRun) -> str:
     """Train a claimed job: build (or resume from its checkpoint), fit, store the model; on
     several devices, all of it inside their distribution (worker/training/devices.py)."""
-    with distributed(devices_asked(run.claim.spec), int(run.claim.spec.get("batch_size", 1))):
+    with distributed(devices_asked(run.claim.spec)):
         job = prepare(run)
         checkpoints = Checkpoints(run.ctx.store, run.job_id)
         fitting = build_or_resume(run, job, checkpoints)

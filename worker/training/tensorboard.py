@@ -26,8 +26,8 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import HistogramProto, Summary
 from tensorboardX.summary import scalar
 
-from service.artifacts import ArtifactStore
 from service.errors import StorageFull
+from service.storage import ArtifactStore
 from worker.jobs.lifecycle import JobRun
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The artifact store's interface: keys, atomic writes, reads through a real file, disk-full errors.
 
-Two implementations live in `service/storage/`: a local folder (the embedded default) and
-S3-compatible object storage; `service.storage.open_store(settings)` picks one.
+Two implementations live beside it: a local folder (`local.py`, the embedded default) and
+S3-compatible object storage (`s3.py`); `service.storage.open_store(settings)` picks one.
 """
 
 import errno
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from service.errors import StorageFull
+
+CHUNK = 1024 * 1024  # bytes per read when artifacts are copied or streamed
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")
 
@@ -75,6 +77,11 @@ class ArtifactStore(ABC):
         """The artifact as a stream read from the start (reads only what is asked for)."""
 
     @abstractmethod
+    def sized_reader(self, key: str) -> AbstractContextManager[tuple[BinaryIO, int]]:
+        """The artifact as a stream and its length in bytes, both from one open (one GET): the
+        length matches the bytes the stream gives even when the artifact is replaced meanwhile."""
+
+    @abstractmethod
     def scratch(self) -> AbstractContextManager[Path]:
         """A private local folder for staging large files; removed afterwards."""
 
@@ -86,6 +93,10 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def head_bytes(self, key: str, n: int) -> bytes:
+        """The artifact's first `n` bytes (all of it when shorter), without reading the rest."""
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
