@@ -120,11 +120,15 @@ def read_events(base: str, job_id: str, timeout: float = 180) -> list[tuple[str,
     return events
 
 
+# A generous timeout: the first predict loads Keras in the API process, slow on a busy machine.
+http = httpx.Client(timeout=120)
+
+
 def full_flow(base: str) -> None:
     """Submit, follow events, poll, read the summary, download, predict with uncertainty."""
-    check = httpx.post(f"{base}/v1/jobs/validate", json=BN_MLP)
+    check = http.post(f"{base}/v1/jobs/validate", json=BN_MLP)
     assert check.status_code == 200, check.text
-    r = httpx.post(f"{base}/v1/jobs", json=BN_MLP, headers={"Idempotency-Key": uuid.uuid4().hex})
+    r = http.post(f"{base}/v1/jobs", json=BN_MLP, headers={"Idempotency-Key": uuid.uuid4().hex})
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
 
@@ -134,10 +138,10 @@ def full_flow(base: str) -> None:
     assert all("loss" in p["metrics"] and "val_accuracy" in p["metrics"] for p in progress)
     assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded", events[-1]
 
-    job = httpx.get(f"{base}/v1/jobs/{job_id}").json()
+    job = http.get(f"{base}/v1/jobs/{job_id}").json()
     assert job["status"] == "succeeded" and job["progress"] == {"epoch": 3, "epochs": 3}
     assert len(job["history"]["learning_rate"]) == 3
-    model = httpx.get(f"{base}/v1/models/{job['model_id']}").json()
+    model = http.get(f"{base}/v1/models/{job['model_id']}").json()
     planned, stored = check.json()["summary"], model["summary"]
     for key in ("total_params", "trainable_params", "non_trainable_params"):
         assert stored[key] == planned[key]
@@ -145,11 +149,11 @@ def full_flow(base: str) -> None:
         (x["name"], x["class_name"], x["output_shape"], x["params"]) for x in stored["layers"]
     ] == [(x["name"], x["class_name"], x["output_shape"], x["params"]) for x in planned["layers"]]
     assert model["base_model_id"] is None and model["uncertainty"]["mc_samples"] == 100
-    workers = httpx.get(f"{base}/v1/workers").json()["items"]
+    workers = http.get(f"{base}/v1/workers").json()["items"]
     assert workers and all(w["devices"] and w["backend"] == model["backend"] for w in workers)
     assert job["engine"] in ("compiled", "fit")
 
-    art = httpx.get(f"{base}/v1/models/{job['model_id']}/artifact")
+    art = http.get(f"{base}/v1/models/{job['model_id']}/artifact")
     assert art.status_code == 200
     with zipfile.ZipFile(io.BytesIO(art.content)) as zf:
         assert "config.json" in zf.namelist()
@@ -157,14 +161,14 @@ def full_flow(base: str) -> None:
     from sklearn.datasets import load_digits
 
     X = load_digits().data[:3].tolist()
-    plain = httpx.post(f"{base}/v1/models/{job['model_id']}/predict", json={"instances": X}).json()
+    plain = http.post(f"{base}/v1/models/{job['model_id']}/predict", json={"instances": X}).json()
     assert plain["mc_samples"] == 0 and len(plain["predictions"]) == 3
     assert all(abs(sum(p) - 1) < 1e-4 for p in plain["predictions"])
-    again = httpx.post(f"{base}/v1/models/{job['model_id']}/predict", json={"instances": X})
+    again = http.post(f"{base}/v1/models/{job['model_id']}/predict", json={"instances": X})
     assert again.json() == plain
 
     body = {"instances": X, "mc_samples": 100, "seed": 7}
-    mc = httpx.post(f"{base}/v1/models/{job['model_id']}/predict", json=body).json()
+    mc = http.post(f"{base}/v1/models/{job['model_id']}/predict", json=body).json()
     assert mc["mc_samples"] == 100 and mc["model_id"] == job["model_id"]
     first = mc["predictions"][0]
     assert set(first) == {
@@ -178,13 +182,13 @@ def full_flow(base: str) -> None:
     assert len(first["mean"]) == 10 and max(first["std"]) > 0
     assert first["class"] == int(np.argmax(first["mean"]))
     assert 0 <= first["mutual_information"] <= first["predictive_entropy"]
-    assert httpx.post(f"{base}/v1/models/{job['model_id']}/predict", json=body).json() == mc
-    bad = httpx.post(
+    assert http.post(f"{base}/v1/models/{job['model_id']}/predict", json=body).json() == mc
+    bad = http.post(
         f"{base}/v1/models/{job['model_id']}/predict",
         json={"instances": [[1, 2]], "mc_samples": 10},
     )
     assert bad.status_code == 422 and bad.json()["error"]["details"][0]["loc"] == ["instances"]
-    too_many = httpx.post(
+    too_many = http.post(
         f"{base}/v1/models/{job['model_id']}/predict", json={"instances": X, "mc_samples": 10_001}
     )
     assert too_many.status_code == 422
@@ -198,24 +202,24 @@ def batch_scoring(base: str, model_id: str) -> None:
     digits = load_digits()
     buf = io.BytesIO()
     np.savez(buf, X=digits.data[:500], y=digits.target[:500])
-    ds = httpx.post(f"{base}/v1/datasets", files={"file": ("d.npz", buf.getvalue())}).json()
-    r = httpx.post(
+    ds = http.post(f"{base}/v1/datasets", files={"file": ("d.npz", buf.getvalue())}).json()
+    r = http.post(
         f"{base}/v1/models/{model_id}/batch-predictions",
         json={"dataset": {"id": ds["id"]}, "mc_samples": 20, "seed": 3},
     )
     assert r.status_code == 202, r.text
     url = f"{base}/v1/batch-predictions/{r.json()['id']}"
     deadline = time.monotonic() + 120
-    while (state := httpx.get(url).json())["status"] not in ("succeeded", "failed"):
+    while (state := http.get(url).json())["status"] not in ("succeeded", "failed"):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert state["status"] == "succeeded", state
     assert state["progress"] == {"rows_done": 500, "rows": 500}
-    top = httpx.get(f"{url}/results", params={"sort": "-predictive_entropy", "limit": 5}).json()
+    top = http.get(f"{url}/results", params={"sort": "-predictive_entropy", "limit": 5}).json()
     assert [p["row"] for p in top["predictions"]] == [
         u["row"] for u in state["summary"]["most_uncertain"][:5]
     ]
-    csv_text = httpx.get(f"{url}/results", params={"format": "csv"}).text
+    csv_text = http.get(f"{url}/results", params={"format": "csv"}).text
     assert len(csv_text.strip().splitlines()) == 501
 
 
