@@ -81,9 +81,28 @@ def _in_ci() -> bool:
 _SKIPPED_LINE = pytest.StashKey[str]()
 
 
+# The longest files start first: pytest-xdist hands out whole files in collection order, and a
+# long file handed out last would run alone at the end while the other processes sit idle.
+LONGEST_FIRST = (
+    "test_chaos.py",
+    "test_schemathesis.py",
+    "test_readme_walkthrough.py",
+    "test_object_storage.py",
+    "test_ui_browser.py",
+    "test_end_to_end.py",
+)
+
+
+def _start_rank(item: pytest.Item) -> int:
+    name = item.path.name
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that takes a fresh PostgreSQL database is a `postgres` test, marked or not."""
+    """The longest files first (stable otherwise); a test that takes a fresh PostgreSQL
+    database is a `postgres` test, marked or not."""
+    items.sort(key=_start_rank)
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
             "postgres"

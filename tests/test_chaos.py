@@ -17,7 +17,7 @@ from chaos import PrivatePostgres, postgres_binaries, run_chaos  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-N_JOBS = 16  # each kill costs a cold worker (10-30 s on 2 cores): the run stays minutes long
+N_JOBS = 12  # each kill costs a cold worker (10-30 s on 2 cores): the run stays minutes long
 
 
 @pytest.fixture

@@ -252,11 +252,12 @@ def test_collector_on_postgres_and_redis(tmp_path: Path, pg_url: str, redis_queu
 
 @pytest.mark.postgres
 def test_queue_depth_of_each_live_queue(tmp_path: Path, pg_url: str, redis_queue: str) -> None:
-    """One sample per queue a live worker consumes, and the base queue; no other queue."""
+    """One sample per queue a live worker consumes, and the base, gpu and cpu queues (a
+    backlog with no such worker live shows: scaling from zero); no other queue."""
     extra: dict[str, Any] = {"database_url": pg_url, "broker_url": REDIS_URL}
     s = sqlite_settings(tmp_path, queue=redis_queue, metrics_cache_seconds=0, **extra)
     upgrade_database(pg_url)
-    gpu, gpu4, cpu = (f"{redis_queue}{tail}" for tail in (".gpu", ".gpu.x4", ".cpu"))
+    gpu, gpu4, cpu, cpu2 = (f"{redis_queue}{t}" for t in (".gpu", ".gpu.x4", ".cpu", ".cpu.x2"))
     with make_session_factory(make_engine(pg_url))() as session:
         session.add(
             Worker(
@@ -269,13 +270,15 @@ def test_queue_depth_of_each_live_queue(tmp_path: Path, pg_url: str, redis_queue
     try:
         client.lpush(gpu, b"a", b"b")
         client.lpush(f"{gpu}\x06\x163", b"c")  # a priority-3 message of the same queue
-        client.lpush(cpu, b"d")  # no live worker consumes it
+        client.lpush(cpu, b"d")  # no live worker consumes it: counted all the same
+        client.lpush(cpu2, b"e")  # neither: a multi-device queue is counted once consumed
         with TestClient(create_app(s)) as api:
             samples = scrape(api)
     finally:
-        client.delete(gpu, f"{gpu}\x06\x163", cpu)
+        client.delete(gpu, f"{gpu}\x06\x163", cpu, cpu2)
         client.close()
     depth = {q: value(samples, "kts_queue_depth", queue=q, source="redis") for q in (gpu, gpu4)}
     assert depth == {gpu: 3, gpu4: None}
     assert value(samples, "kts_queue_depth", queue=redis_queue, source="redis") == 0
-    assert value(samples, "kts_queue_depth", queue=cpu, source="redis") is None
+    assert value(samples, "kts_queue_depth", queue=cpu, source="redis") == 1
+    assert value(samples, "kts_queue_depth", queue=cpu2, source="redis") is None

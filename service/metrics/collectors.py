@@ -155,7 +155,10 @@ class JobCollector:
             labels=["source"],
         )
         queued: int | None = None
-        queues = {self.settings.queue}  # the base queue, and those live workers consume
+        base = self.settings.queue
+        # the base queue, its gpu and cpu queues (a backlog is seen before any such worker
+        # lives: autoscaling from zero), and every queue a live worker consumes
+        queues = {base, f"{base}.gpu", f"{base}.cpu"}
         try:
             with self.session_factory() as session:
                 jobs = job_counts(session)
@@ -183,7 +186,8 @@ class JobCollector:
         url, queue = self.settings.resolved_broker_url(), self.settings.queue
         depth = GaugeMetricFamily(
             "kts_queue_depth",
-            "Tasks waiting in each Celery queue live workers consume, and the base queue "
+            "Tasks waiting in each Celery queue live workers consume, and the base, gpu and cpu "
+            "queues "
             "(source: redis = LLEN of the queue's keys, database = jobs with status queued, "
             "all under the base queue).",
             labels=["queue", "source"],
