@@ -278,3 +278,24 @@ def test_regression_losses_train(client: TestClient, ctx: WorkerContext, loss: s
     history = client.get(f"/v1/jobs/{job_id}").json()["history"]
     assert {"mae", "rmse", "val_mae", "val_rmse"} <= set(history)
     assert history["val_mae"][-1] < history["val_mae"][0] / 2
+
+
+def test_a_database_outage_leaves_the_job_to_its_lease(
+    client: TestClient, ctx: WorkerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database restart mid-job is not the job's fault: it stays running (its lease lapses
+    and the reconciler queues it again) instead of failing as `training_error`."""
+    from sqlalchemy.exc import OperationalError
+
+    from worker.jobs import kinds, lifecycle  # kinds registers the real runners first
+
+    assert "train" in lifecycle.RUNNERS, kinds
+
+    def database_gone(run: object) -> str:
+        raise OperationalError("SELECT 1", {}, Exception("the database system is shutting down"))
+
+    job_id = submit(client, make_spec())
+    monkeypatch.setitem(lifecycle.RUNNERS, "train", database_gone)
+    assert run_job(ctx, job_id) == "database_unavailable"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "running" and job["error"] is None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.errors import ApiError
@@ -198,6 +199,10 @@ def _run_claimed(run: JobRun) -> str:
     except ApiError as exc:  # the data changed under a queued job
         error = {"code": exc.code, "message": exc.message[:1000]}
         run.log.failure(exc.code, exc.message, exc)
+    except OperationalError:  # the database went away (a restart): not the job's fault; its
+        # lease lapses and the reconciler queues it again, to resume from its last checkpoint
+        log.warning("job %s: the database is unreachable; left to its lease", run.job_id)
+        return "database_unavailable"
     except Exception as exc:
         log.exception("job %s failed", run.job_id)  # the traceback, for operators
         error = {"code": "training_error", "message": user_message(exc, run.job_id)}
