@@ -5,13 +5,12 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.test_end_to_end import free_port, kts
+from tests.test_end_to_end import free_port, kts, wait_ready
 
 
 def _group_commands(pgid: int) -> list[str]:
@@ -27,18 +26,6 @@ def _group_commands(pgid: int) -> list[str]:
         except (OSError, ValueError):
             continue
     return found
-
-
-def _wait_ready(base: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("kts serve --workers 2 did not become ready")
 
 
 def _writers(folder: Path) -> set[str]:
@@ -58,7 +45,7 @@ def test_two_api_processes_one_embedded_worker_summed_metrics(tmp_path: Path) ->
         command, cwd=tmp_path, env=env, stdout=log, stderr=log, start_new_session=True
     )
     try:
-        _wait_ready(base)
+        wait_ready(base, tmp_path, timeout=120)  # the log is tmp_path/serve.log
         commands = _group_commands(server.pid)
         assert sum(" celery " in c for c in commands) == 1, commands  # the worker, once
         (folder,) = tmp_path.glob("kts-metrics-*")

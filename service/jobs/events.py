@@ -59,6 +59,12 @@ class Replay:
     def done(self, job: Job) -> str:
         return sse("done", JobRead.of(job).model_dump(mode="json"), self.sent)
 
+    def catch_up(self, job: Job) -> Iterator[str]:
+        """What the job's row has that the stream has not sent; `done` once the job ended."""
+        yield from self.rows(job)
+        if job.status in TERMINAL:
+            yield self.done(job)
+
 
 async def polled(
     load: Load, job: Job, replay: Replay, disconnected: Callable[[], Awaitable[bool]]
@@ -66,10 +72,9 @@ async def polled(
     """Read the job every 0.25 s (the embedded broker has no pub/sub)."""
     last_beat = time.monotonic()
     while True:
-        for event in replay.rows(job):
+        for event in replay.catch_up(job):
             yield event
         if job.status in TERMINAL:
-            yield replay.done(job)
             return
         if time.monotonic() - last_beat > KEEP_ALIVE_SECONDS:
             last_beat = time.monotonic()
@@ -86,10 +91,9 @@ async def pushed(
     """Follow the job's pushed messages; read its row only when they cannot say enough."""
     read_at = time.monotonic()
     while True:
-        for event in replay.rows(job):
+        for event in replay.catch_up(job):
             yield event
         if job.status in TERMINAL:
-            yield replay.done(job)
             return
         while True:  # until the row must be read again
             try:
